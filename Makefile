@@ -1,0 +1,41 @@
+# The README's two commands: `make run` and `make test`. Both bootstrap .venv themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OCR_PORT ?= 8000
+export OCR_PORT
+
+.PHONY: run test lint model bench clean browser-deps
+
+$(BIN)/ocr-serve: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+## Serve the shipped model on http://127.0.0.1:$(OCR_PORT)
+run: $(BIN)/ocr-serve
+	$(BIN)/ocr-serve --port $(OCR_PORT)
+
+## Install browser packages if missing, then run the whole test suite
+test: $(VENV)/.dev-installed browser-deps
+	$(BIN)/ruff check ocr_service tests scripts
+	$(BIN)/python -m pytest
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check ocr_service tests scripts
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

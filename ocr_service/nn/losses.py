@@ -1,0 +1,64 @@
+"""Softmax cross-entropy, fused with the softmax for numerical stability."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["SoftmaxCrossEntropy", "softmax"]
+
+
+def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise softmax of ``(N, C)`` logits; shifting by the row max avoids overflow."""
+    out = np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
+    np.exp(out, out=out)
+    out /= out.sum(axis=1, keepdims=True)
+    return out
+
+
+class SoftmaxCrossEntropy:
+    """Mean cross-entropy of integer labels under ``softmax(logits)``.
+
+    ``forward(logits (N, C), labels (N,) int)`` returns the mean loss (float);
+    ``backward()`` returns ``dL/dlogits = (p - onehot(y) smoothed) / N`` of shape ``(N, C)``.
+    ``label_smoothing`` spreads that much target mass uniformly over all classes.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self.probs: np.ndarray | None = None
+        self._labels: np.ndarray | None = None
+        self._grad: np.ndarray | None = None
+
+    def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        n, c = logits.shape
+        if self.probs is None or self.probs.shape != logits.shape or (
+            self.probs.dtype != logits.dtype
+        ):
+            self.probs = np.empty_like(logits)
+            self._grad = np.empty_like(logits)
+        # log-softmax via the log-sum-exp trick: log p = z - max - log(sum exp(z - max))
+        shifted = np.subtract(logits, logits.max(axis=1, keepdims=True), out=self.probs)
+        picked = shifted[np.arange(n), labels].astype(np.float64)
+        eps = self.label_smoothing
+        mean_shifted = shifted.mean(axis=1, dtype=np.float64) if eps else 0.0
+        np.exp(shifted, out=self.probs)
+        sums = self.probs.sum(axis=1, keepdims=True)
+        log_z = np.log(sums[:, 0].astype(np.float64))
+        self.probs /= sums
+        self._labels = labels
+        # smoothed target: (1 - eps) on the label, eps spread uniformly over the C classes
+        loss = (1 - eps) * (log_z - picked) + eps * (log_z - mean_shifted)
+        return float(loss.mean())
+
+    def backward(self) -> np.ndarray:
+        if self.probs is None or self._labels is None or self._grad is None:
+            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward")
+        n, c = self.probs.shape
+        grad = self._grad
+        eps = self.label_smoothing
+        np.subtract(self.probs, eps / c, out=grad)
+        grad[np.arange(n), self._labels] -= 1.0 - eps
+        grad *= 1.0 / n
+        return grad
