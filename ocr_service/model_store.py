@@ -1,0 +1,286 @@
+"""The model artifact: ``PATH.npz`` (weights) + ``PATH.json`` (metadata), saved atomically.
+
+Weights are written with ``np.savez`` and read with ``allow_pickle=False``; the JSON
+carries everything needed to rebuild the network (kind, layers, options), the class
+alphabet, the input scheme, the training history and the sha256 of the ``.npz`` bytes.
+Both files go to temporary names and are renamed into place, JSON last, so a reader
+sees either the old pair, or the new ``.npz`` with the old JSON (a checksum mismatch,
+which ``load_model`` waits out briefly), or the new pair, never a torn file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .nn import network_from_config
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SCHEMES",
+    "ChecksumMismatchError",
+    "ModelArtifact",
+    "ModelError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "ShapeMismatchError",
+    "artifact_paths",
+    "default_model_path",
+    "load_model",
+    "save_model",
+]
+
+FORMAT_VERSION = 1
+#: input scheme -> (height, width) of the model input
+SCHEMES: dict[str, tuple[int, int]] = {"mnist": (28, 28), "optdigits": (8, 8)}
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ModelError(Exception):
+    """A model artifact cannot be loaded or saved."""
+
+
+class ModelNotFoundError(ModelError):
+    """``PATH.npz`` or ``PATH.json`` does not exist."""
+
+
+class ModelFormatError(ModelError):
+    """The metadata is not valid JSON, has an unknown format or misses fields."""
+
+
+class ChecksumMismatchError(ModelError):
+    """The ``.npz`` bytes do not match the sha256 recorded in the JSON."""
+
+
+class ShapeMismatchError(ModelError):
+    """The stored weights do not fit the network described by the JSON."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A loaded model: the rebuilt network plus its metadata."""
+
+    network: Any
+    metadata: dict[str, Any] = field(repr=False)
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata["kind"])
+
+    @property
+    def scheme(self) -> str:
+        return str(self.metadata["input"]["scheme"])
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        spec = self.metadata["input"]
+        return int(spec["height"]), int(spec["width"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or self.path.name)
+
+    @property
+    def reject_threshold(self) -> float | None:
+        value = self.metadata.get("calibration", {}).get("reject_threshold")
+        return None if value is None else float(value)
+
+
+def default_model_path() -> Path:
+    """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``."""
+    env = os.environ.get("OCR_MODEL_PATH")
+    return strip_suffix(Path(env)) if env else _REPO_ROOT / "models" / "default"
+
+
+def strip_suffix(path: str | os.PathLike[str]) -> Path:
+    """``models/x.npz`` / ``models/x.json`` / ``models/x`` -> ``models/x``."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".npz", ".json") else p
+
+
+def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The ``(weights .npz, metadata .json)`` pair of an artifact base path."""
+    base = strip_suffix(path)
+    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``target``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every filesystem
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_model(
+    path: str | os.PathLike[str], network: Any, metadata: dict[str, Any]
+) -> ModelArtifact:
+    """Save ``network`` with ``metadata`` (classes, input, training, metrics, ...).
+
+    Fills ``format``, ``kind``, ``layers``, ``options``, ``sha256``, ``created`` and
+    ``version``. Returns the artifact as a reader would load it.
+    """
+    npz_path, json_path = artifact_paths(path)
+    classes = metadata.get("classes")
+    if not classes or len(classes) != network.n_classes:
+        raise ModelFormatError(
+            f"metadata lists {len(classes or [])} classes, network has {network.n_classes}"
+        )
+    _validate_input(metadata.get("input"), network.n_inputs)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.ascontiguousarray(v) for k, v in network.state_dict().items()})
+    weights = buffer.getvalue()
+    digest = hashlib.sha256(weights).hexdigest()
+    config = dict(network.config())
+    meta = {
+        "format": FORMAT_VERSION,
+        **metadata,
+        "kind": config.pop("kind"),
+        "layers": config.pop("layers", []),
+        "options": config,
+        "sha256": digest,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": digest[:12],
+    }
+    text = json.dumps(meta, indent=1, sort_keys=False, allow_nan=False)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(npz_path, weights)
+    _atomic_write(json_path, text.encode("utf-8"))
+    _fsync_dir(npz_path.parent)
+    return ModelArtifact(network=network, metadata=meta, path=strip_suffix(path))
+
+
+def _validate_input(spec: Any, n_inputs: int) -> None:
+    if not isinstance(spec, dict):
+        raise ModelFormatError("metadata 'input' must be an object with height, width, scheme")
+    scheme = spec.get("scheme")
+    if scheme not in SCHEMES:
+        raise ModelFormatError(f"unknown input scheme {scheme!r} (expected {sorted(SCHEMES)})")
+    shape = (spec.get("height"), spec.get("width"))
+    if shape != SCHEMES[scheme]:
+        raise ModelFormatError(f"scheme {scheme!r} needs input {SCHEMES[scheme]}, got {shape}")
+    if shape[0] * shape[1] != n_inputs:
+        raise ShapeMismatchError(
+            f"input {shape[0]}x{shape[1]} does not match the network's {n_inputs} inputs"
+        )
+
+
+def _read_metadata(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"model metadata not found: {json_path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelFormatError(f"{json_path}: metadata must be a JSON object")
+    if meta.get("format") != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{json_path}: unknown model format {meta.get('format')!r} "
+            f"(this version reads format {FORMAT_VERSION})"
+        )
+    for key in ("kind", "classes", "input", "layers", "sha256", "version"):
+        if key not in meta:
+            raise ModelFormatError(f"{json_path}: metadata misses {key!r}")
+    if not isinstance(meta["classes"], list) or not all(
+        isinstance(c, str) and c for c in meta["classes"]
+    ):
+        raise ModelFormatError(f"{json_path}: 'classes' must be a list of non-empty strings")
+    return meta
+
+
+def _read_weights(
+    npz_path: Path, expected_sha: str
+) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The arrays and the file's sha256; ``None`` arrays when the checksum differs."""
+    try:
+        raw = npz_path.read_bytes()
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"model weights not found: {npz_path}") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != expected_sha:
+        return None, digest
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}, digest
+    except (ValueError, OSError, EOFError) as exc:
+        raise ModelFormatError(f"{npz_path}: not a readable .npz file ({exc})") from None
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None, *, retries: int = 5, retry_delay: float = 0.05
+) -> ModelArtifact:
+    """Load and validate an artifact (default: :func:`default_model_path`).
+
+    A checksum mismatch is retried a few times, because a writer replaces the ``.npz``
+    just before the JSON; a mismatch that persists is a :class:`ChecksumMismatchError`.
+    """
+    base = strip_suffix(path) if path is not None else default_model_path()
+    npz_path, json_path = artifact_paths(base)
+    for attempt in range(retries + 1):
+        meta = _read_metadata(json_path)
+        state, digest = _read_weights(npz_path, meta["sha256"])
+        if state is not None:
+            break
+        if attempt < retries:
+            time.sleep(retry_delay)
+    else:
+        raise ChecksumMismatchError(
+            f"{npz_path}: sha256 {digest[:12]}... does not match the metadata's "
+            f"{str(meta['sha256'])[:12]}... (corrupt or half-written model)"
+        )
+    config = {"kind": meta["kind"], "layers": meta["layers"], **meta.get("options", {})}
+    try:
+        network = network_from_config(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFormatError(f"{json_path}: invalid network description ({exc})") from None
+    if len(meta["classes"]) != network.n_classes:
+        raise ShapeMismatchError(
+            f"{json_path}: {len(meta['classes'])} classes but the network has "
+            f"{network.n_classes} outputs"
+        )
+    _validate_input(meta["input"], network.n_inputs)
+    try:
+        network.load_state_dict(state)
+    except ValueError as exc:
+        raise ShapeMismatchError(f"{npz_path}: {exc}") from None
+    for name, arr in network.state_dict().items():
+        if not np.all(np.isfinite(arr)):
+            raise ModelFormatError(f"{npz_path}: parameter {name} contains NaN or infinity")
+    return ModelArtifact(network=network, metadata=meta, path=base)
