@@ -1,0 +1,312 @@
+"""Upload bytes -> validated grayscale image -> ink map -> normalised model input.
+
+One path for training (image folders, renderings) and serving. Model inputs follow the
+artifact's ``scheme`` (see ``docs``/interfaces): ink = 1.0, paper = 0.0, float32.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+__all__ = [
+    "SCHEMES",
+    "CorruptImageError",
+    "ImageError",
+    "ImageTooLargeError",
+    "NoInkError",
+    "UnsupportedImageError",
+    "crop_to_ink",
+    "decode_image",
+    "ink_from_gray",
+    "normalize_character",
+    "preprocess_bytes",
+]
+
+DEFAULT_MAX_PIXELS = 16_000_000
+ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
+
+# Signatures of allowlisted formats: bytes that start like these but fail to open are corrupt.
+_ALLOWED_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
+# Recognisable images (or documents) we deliberately do not decode.
+_OTHER_IMAGE_MAGIC = (
+    b"II*\x00", b"MM\x00*",            # TIFF
+    b"\x00\x00\x01\x00",               # ICO
+    b"%PDF", b"%!PS", b"8BPS",         # PDF, PostScript, Photoshop
+    b"<?xml", b"<svg", b"qoif",        # SVG, QOI
+    b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51",  # JPEG 2000
+    b"\x76\x2f\x31\x01",               # OpenEXR
+)
+
+
+class ImageError(Exception):
+    """An upload that cannot be turned into a model input; carries its HTTP status and code."""
+
+    status = 400
+    code = "bad_image"
+
+
+class CorruptImageError(ImageError):
+    status = 400
+    code = "bad_image"
+
+
+class ImageTooLargeError(ImageError):
+    status = 413
+    code = "too_large"
+
+
+class UnsupportedImageError(ImageError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NoInkError(ImageError):
+    status = 422
+    code = "no_ink"
+
+
+def _classify_unreadable(data: bytes) -> ImageError:
+    if data.startswith(_ALLOWED_MAGIC):
+        return CorruptImageError("the image data is damaged or truncated")
+    if data.startswith(_OTHER_IMAGE_MAGIC) or data[4:12] in (b"ftypheic", b"ftypavif", b"ftypmif1"):
+        return UnsupportedImageError("unsupported image type (use PNG, JPEG, GIF, BMP or WebP)")
+    return CorruptImageError("the data is not a readable image")
+
+
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Identify the format by content and check the pixel count before decoding any pixels."""
+    if not data:
+        raise CorruptImageError("empty image")
+    try:
+        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image has too many pixels ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise _classify_unreadable(data) from exc
+    width, height = img.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if width == 0 or height == 0:
+        raise CorruptImageError("image has no pixels")
+    try:
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image has too many pixels ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise CorruptImageError(f"the image data is damaged or truncated ({exc})") from exc
+    return img
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # malformed EXIF must not reject pixels that decoded fine
+        return img
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def _to_gray(img: Image.Image) -> np.ndarray:
+    """Grayscale (H, W) float32 in [0, 1]; transparent pixels become paper."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        # 16-bit PNGs: convert("L") would clip at 255 instead of rescaling.
+        gray = np.asarray(img, dtype=np.float32)
+        return np.clip(gray / 65535.0, 0.0, 1.0)
+    if not _has_alpha(img):
+        if img.mode != "L":
+            img = img.convert("L")
+        return np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
+    rgba = img.convert("RGBA")
+    gray = np.asarray(rgba.convert("L"), dtype=np.float32) * np.float32(1 / 255)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) * np.float32(1 / 255)
+    weight = alpha.sum()
+    if weight == 0.0:
+        return np.ones_like(gray)
+    # Canvas exports often draw black strokes over transparent *black* pixels, so the colour
+    # of transparent pixels means nothing: paper is whatever contrasts with the visible strokes.
+    stroke = float((gray * alpha).sum() / weight)
+    paper = np.float32(1.0 if stroke < 0.5 else 0.0)
+    return gray * alpha + paper * (1.0 - alpha)
+
+
+def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode PNG/JPEG/GIF (first frame)/BMP/WebP bytes to grayscale (H, W) float32 in [0, 1].
+
+    EXIF orientation is applied and alpha flattened onto paper. Raises ``ImageTooLargeError``
+    (checked from the header, before decoding), ``UnsupportedImageError`` or
+    ``CorruptImageError``.
+    """
+    img = _open(data, max_pixels)
+    return _to_gray(_upright(img))
+
+
+def _otsu(values: np.ndarray, top: float) -> float:
+    """Otsu's threshold of ``values`` (1-D, in [0, top])."""
+    hist = np.bincount(
+        np.minimum((values * (255.0 / top)).astype(np.intp), 255), minlength=256
+    ).astype(np.float64)
+    centres = (np.arange(256) + 0.5) * (top / 256.0)
+    w0 = np.cumsum(hist)
+    m0 = np.cumsum(hist * centres)
+    total, mean_total = w0[-1], m0[-1]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (mean_total * w0 - m0 * total) ** 2 / (w0 * w1)
+    between[~np.isfinite(between)] = -1.0
+    return float((np.argmax(between) + 1) * (top / 256.0))
+
+
+def _background(x: np.ndarray) -> np.ndarray | np.float32:
+    """Local paper level of ``x`` (ink high): min over 3x3 blocks of block medians.
+
+    Block medians ignore thin strokes; the 3x3 minimum ignores blocks that are mostly ink.
+    Small images get one global level.
+    """
+    h, w = x.shape
+    if min(h, w) < 64:
+        return np.float32(np.median(x))
+    block = max(8, min(h, w) // 10)
+    gh, gw = h // block, w // block
+    blocks = x[: gh * block, : gw * block].reshape(gh, block, gw, block)
+    med = np.median(blocks.transpose(0, 2, 1, 3).reshape(gh, gw, -1), axis=2)
+    coarse = ndimage.minimum_filter(med, size=3, mode="nearest")
+    zoom = (h / gh, w / gw)
+    return ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)[:h, :w]
+
+
+def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray:
+    """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
+
+    Polarity comes from the image: the border's median is paper, and ink is whichever extreme
+    lies farther from it. Raises ``NoInkError`` for blank pages, noise and low-contrast photos.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    paper = float(np.median(border))
+    low, high = np.percentile(gray, [0.1, 99.9])
+    x = gray if high - paper > paper - low else 1.0 - gray
+    x = x - _background(x)
+
+    # Robust noise level of the paper (MAD), floored so clean synthetic images work.
+    sigma = max(1.4826 * float(np.median(np.abs(x))), 0.004)
+    top = float(x.max())
+    if top < min_contrast:
+        raise NoInkError("no ink found: the image has no visible writing")
+    positive = x[x > 0]
+    threshold = max(_otsu(positive, top), 4.0 * sigma)
+    strong = x > threshold
+    ink_level = float(np.percentile(x[strong], 75)) if strong.any() else 0.0
+    if ink_level < min_contrast or ink_level < 8.0 * sigma:
+        raise NoInkError("no ink found: the image looks blank or like noise")
+
+    weak = x > max(4.0 * sigma, 0.02)
+    labels, n = ndimage.label(weak, structure=np.ones((3, 3), bool))
+    strong_area = np.bincount(labels[strong], minlength=n + 1)
+    strong_area[0] = 0
+    min_area = max(3.0, 1e-4 * gray.size, 0.04 * strong_area.max())
+    keep = strong_area >= min_area
+    if not keep.any():
+        raise NoInkError("no ink found: only specks")
+    mask = keep[labels]
+    ink = np.where(mask, np.minimum(x * np.float32(1.0 / ink_level), 1.0), 0.0)
+    return ink.astype(np.float32, copy=False)
+
+
+def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Tight crop of the nonzero pixels and its box ``(x, y, w, h)``; raises ``NoInkError``."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise NoInkError("no ink found")
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return ink[y0:y1, x0:x1], (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+
+
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    if img.shape == (height, width):
+        return img.astype(np.float32, copy=True)
+    shrinking = width <= img.shape[1] and height <= img.shape[0]
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    out = Image.fromarray(img.astype(np.float32, copy=False), mode="F").resize(
+        (width, height), method
+    )
+    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+
+
+def _fit(crop: np.ndarray, box: int) -> np.ndarray:
+    """Scale so the longer side is ``box`` pixels, preserving the aspect ratio."""
+    h, w = crop.shape
+    scale = box / max(h, w)
+    return _resize(crop, max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
+    """Dilate strokes much thinner than MNIST's (about a tenth of the character size).
+
+    Stroke width ~ 2 * area / boundary length; fine-pen photos otherwise fade to grey specks
+    when shrunk to 20 px.
+    """
+    mask = crop > 0.5
+    area = int(mask.sum())
+    if area == 0:
+        return crop
+    boundary = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    width = 2.0 * area / max(boundary, 1)
+    missing = target * max(crop.shape) - width
+    if missing < 1.0:
+        return crop
+    radius = int(np.ceil(missing / 2.0))
+    return ndimage.grey_dilation(crop, size=(2 * radius + 1, 2 * radius + 1))
+
+
+def _mnist(crop: np.ndarray) -> np.ndarray:
+    patch = _fit(_thicken(crop), 20)
+    ph, pw = patch.shape
+    total = patch.sum()
+    if total <= 0:
+        raise NoInkError("no ink found")
+    # MNIST puts the centre of mass at pixel 14 (whole-pixel shifts, no resampling blur).
+    cy = float(patch.sum(axis=1) @ np.arange(ph)) / total
+    cx = float(patch.sum(axis=0) @ np.arange(pw)) / total
+    top = int(np.clip(np.floor(14.0 - cy + 0.5), 0, 28 - ph))
+    left = int(np.clip(np.floor(14.0 - cx + 0.5), 0, 28 - pw))
+    out = np.zeros((28, 28), np.float32)
+    out[top : top + ph, left : left + pw] = patch
+    return out
+
+
+def _optdigits(crop: np.ndarray) -> np.ndarray:
+    patch = _fit(crop, 32) > 0.5
+    ph, pw = patch.shape
+    bitmap = np.zeros((32, 32), np.float32)
+    top, left = (32 - ph) // 2, (32 - pw) // 2
+    bitmap[top : top + ph, left : left + pw] = patch
+    return bitmap.reshape(8, 4, 8, 4).sum(axis=(1, 3)) * np.float32(1 / 16)
+
+
+def normalize_character(ink_crop: np.ndarray, scheme: str) -> np.ndarray:
+    """One character's ink (any size, ink = 1) -> model input (H, W) float32 for ``scheme``.
+
+    ``mnist``: 28x28, fitted in 20x20, centre of mass at the centre. ``optdigits``: 8x8 block
+    counts of a 32x32 bitmap, divided by 16.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown input scheme {scheme!r} (expected one of {sorted(SCHEMES)})")
+    crop, _ = crop_to_ink(np.asarray(ink_crop, dtype=np.float32))
+    return _mnist(crop) if scheme == "mnist" else _optdigits(crop)
+
+
+def preprocess_bytes(
+    data: bytes, scheme: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Image bytes holding one character -> model input (H, W) float32 for ``scheme``."""
+    return normalize_character(ink_from_gray(decode_image(data, max_pixels=max_pixels)), scheme)

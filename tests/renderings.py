@@ -1,0 +1,140 @@
+"""Render MNIST-style digits (28x28 float, ink = 1) the way users upload them.
+
+Shared by the golden tests and ``scripts/eval_renderings.py``. Every function is deterministic
+given its ``rng``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["RENDERINGS", "DigitString", "render_string"]
+
+Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+
+
+def _upscale(digit: np.ndarray, size: int) -> np.ndarray:
+    """Bicubic upscale of a 28x28 ink map to ``size`` x ``size`` (float in [0, 1])."""
+    img = Image.fromarray(digit.astype(np.float32), mode="F")
+    out = np.asarray(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def white_on_black_png(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """The MNIST array itself: 28x28 grayscale PNG, white ink on black."""
+    return _encode(Image.fromarray(_u8(digit), mode="L"), "PNG")
+
+
+def black_on_white_jpeg(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """300x300 grayscale JPEG (quality 85), black ink on white."""
+    return _encode(Image.fromarray(_u8(1.0 - _upscale(digit, 300)), mode="L"), "JPEG", quality=85)
+
+
+def _paper(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """Off-white RGB page (float 0..255) with sensor noise and a lighting gradient."""
+    base = np.array([238.0, 233.0, 220.0]) * rng.uniform(0.92, 1.0)
+    ramp = np.linspace(1.0, rng.uniform(0.85, 0.95), width)[None, :, None]
+    noise = rng.normal(0.0, 5.0, (height, width, 1))
+    return base * ramp + noise
+
+
+def blue_ink_page(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Blue ballpoint on a noisy off-white 480x360 page, digit off-centre; RGB JPEG."""
+    h, w = 360, 480
+    size = int(rng.integers(110, 170))
+    page = _paper(h, w, rng)
+    y = int(rng.integers(5, h - size - 5))
+    x = int(rng.choice([rng.integers(5, w // 2 - size // 2), rng.integers(w // 2, w - size - 5)]))
+    alpha = _upscale(digit, size)[..., None]
+    ink = np.array([25.0, 40.0, 150.0])
+    region = page[y : y + size, x : x + size]
+    page[y : y + size, x : x + size] = region * (1.0 - alpha) + ink * alpha
+    return _encode(Image.fromarray(_u8(page / 255.0), mode="RGB"), "JPEG", quality=90)
+
+
+def rgba_canvas(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """280x280 canvas export: black strokes on fully transparent black pixels; RGBA PNG."""
+    rgba = np.zeros((280, 280, 4), np.uint8)
+    rgba[..., 3] = _u8(_upscale(digit, 280))
+    return _encode(Image.fromarray(rgba, mode="RGBA"), "PNG")
+
+
+def exif_rotated_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Phone photo stored sideways with EXIF Orientation = 6 (display rotated 90° clockwise)."""
+    h, w = 300, 400
+    page = _paper(h, w, rng).mean(axis=2)
+    top, left = (h - 200) // 2, (w - 200) // 2
+    alpha = _upscale(digit, 200)
+    region = page[top : top + 200, left : left + 200]
+    page[top : top + 200, left : left + 200] = region * (1.0 - alpha) + 35.0 * alpha
+    upright = Image.fromarray(_u8(page / 255.0), mode="L")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    return _encode(stored, "JPEG", quality=90, exif=exif.tobytes())
+
+
+RENDERINGS: dict[str, Rendering] = {
+    "white_on_black_png": white_on_black_png,
+    "black_on_white_jpeg": black_on_white_jpeg,
+    "blue_ink_page": blue_ink_page,
+    "rgba_canvas": rgba_canvas,
+    "exif_rotated_photo": exif_rotated_photo,
+}
+
+
+@dataclass(frozen=True)
+class DigitString:
+    """A rendered string of digits: the upload and where each digit was drawn."""
+
+    data: bytes
+    boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) of each digit's ink, left to right
+
+
+def render_string(
+    digits: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    touching: float = 0.2,
+) -> DigitString:
+    """Digits side by side, black on white, random gaps; a fraction ``touching`` of the gaps
+    is pulled in until the ink overlaps (the digits touch). Grayscale PNG."""
+    height = int(rng.integers(48, 96))
+    scale = height / 20.0  # MNIST digits are 20 px tall inside the 28 px field
+    crops = []
+    for digit in digits:
+        big = _upscale(digit, round(28 * scale))
+        rows = np.flatnonzero(big.max(axis=1) > 0.05)
+        cols = np.flatnonzero(big.max(axis=0) > 0.05)
+        crops.append(big[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1])
+    margin = height // 2
+    gaps = rng.uniform(0.15, 0.6, len(crops) - 1) * height
+    touch = rng.random(len(crops) - 1) < touching
+    gaps[touch] = -rng.uniform(0.02, 0.08, touch.sum()) * height
+    width = int(sum(c.shape[1] for c in crops) + gaps.sum() + 2 * margin)
+    canvas = np.zeros((height + 2 * margin, width), np.float32)
+    boxes = []
+    x = float(margin)
+    for i, crop in enumerate(crops):
+        ch, cw = crop.shape
+        y = margin + (height - ch) // 2 + int(rng.integers(-height // 10, height // 10 + 1))
+        xi = round(x)
+        np.maximum(canvas[y : y + ch, xi : xi + cw], crop, out=canvas[y : y + ch, xi : xi + cw])
+        boxes.append((xi, y, cw, ch))
+        x += cw + (float(gaps[i]) if i < len(gaps) else 0.0)
+    return DigitString(_encode(Image.fromarray(_u8(1.0 - canvas), mode="L"), "PNG"), boxes)
