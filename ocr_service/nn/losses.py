@@ -32,7 +32,7 @@ class SoftmaxCrossEntropy:
         self._grad: np.ndarray | None = None
 
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        n, c = logits.shape
+        n = logits.shape[0]
         if self.probs is None or self.probs.shape != logits.shape or (
             self.probs.dtype != logits.dtype
         ):

