@@ -245,13 +245,12 @@ def _openml_arrays(data_home: Path | None) -> tuple[np.ndarray, np.ndarray]:
             data_home=data_home,
             as_frame=False,
             parser=parser,
-            n_retries=2,
-            delay=1.0,
+            n_retries=0,  # retrying offline only delays the error and prints warnings
         )
     except (OSError, http.client.HTTPException) as exc:
         raise DatasetError(
             f"cannot download mnist_784 from OpenML (offline?): {_one_line(exc)}; "
-            "use --dataset mnist5k, or an IDX folder with --dataset idx"
+            "try again, or use --dataset mnist5k or --dataset idx"
         ) from None
     pixels = np.asarray(bunch.data)
     labels = np.asarray(bunch.target).astype(np.int64)
