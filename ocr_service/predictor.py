@@ -1,0 +1,142 @@
+"""Model + preprocessing + segmentation -> recognised characters (no Flask here).
+
+A ``Predictor`` holds only read-only state (the artifact), so one instance serves many
+threads: every request works on its own arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .preprocess import (
+    DEFAULT_MAX_PIXELS,
+    NoInkError,
+    decode_image,
+    ink_from_gray,
+    normalize_character,
+)
+from .segment import segment_ink
+
+__all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]
+
+REJECT = "?"
+# Above this many pixels the ink is found on a reduced copy: a phone photo at full
+# resolution costs ~100x the time and segments no better.
+_ANALYSIS_PIXELS = 1_000_000
+
+
+@dataclass(frozen=True)
+class CharacterResult:
+    """One recognised character; ``box`` is ``(x, y, w, h)`` in the uploaded image's pixels."""
+
+    char: str
+    confidence: float
+    box: tuple[int, int, int, int]
+    top: list[tuple[str, float]]
+    model_input: np.ndarray = field(repr=False)  # (H, W) float32, what the network saw
+    line: int = 0
+
+    def to_dict(self, include_input: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "char": self.char,
+            "confidence": round(self.confidence, 6),
+            "box": list(self.box),
+            "top": [{"char": c, "p": round(p, 6)} for c, p in self.top],
+        }
+        if include_input:
+            out["input"] = np.round(self.model_input.astype(np.float64), 3).tolist()
+        return out
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """All characters of one image in reading order, plus model statistics."""
+
+    characters: list[CharacterResult]
+    stats: dict[str, float]
+
+    @property
+    def text(self) -> str:
+        """Characters joined; lines separated by ``\\n``."""
+        lines: dict[int, list[str]] = {}
+        for c in self.characters:
+            lines.setdefault(c.line, []).append(c.char)
+        return "\n".join("".join(chars) for _, chars in sorted(lines.items()))
+
+    def to_dict(self, include_inputs: bool = False) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "characters": [c.to_dict(include_inputs) for c in self.characters],
+        }
+
+
+def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
+    """A box-filtered copy of at most ``_ANALYSIS_PIXELS`` pixels and its integer factor."""
+    factor = int(np.ceil(np.sqrt(gray.size / _ANALYSIS_PIXELS)))
+    if factor <= 1:
+        return gray, 1
+    small = Image.fromarray(gray, mode="F").reduce(factor)
+    return np.asarray(small, dtype=np.float32), factor
+
+
+class Predictor:
+    """Reads characters from image bytes with a loaded ``ModelArtifact``."""
+
+    def __init__(self, artifact: Any, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.artifact = artifact
+        self.max_pixels = max_pixels
+        self._classes = list(artifact.classes)
+        self._scheme = artifact.scheme
+        self._threshold = artifact.reject_threshold or 0.0
+
+    @classmethod
+    def from_path(
+        cls, path: str | os.PathLike[str] | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> Predictor:
+        """Load the artifact at ``path`` (None: ``$OCR_MODEL_PATH`` or the shipped model)."""
+        from .model_store import default_model_path, load_model
+
+        return cls(load_model(default_model_path() if path is None else path),
+                   max_pixels=max_pixels)
+
+    def predict_bytes(
+        self, data: bytes, *, top_k: int = 3, segment: str = "auto"
+    ) -> PredictionResult:
+        """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
+        return self.predict_gray(decode_image(data, max_pixels=self.max_pixels),
+                                 top_k=top_k, segment=segment)
+
+    def predict_gray(
+        self, gray: np.ndarray, *, top_k: int = 3, segment: str = "auto"
+    ) -> PredictionResult:
+        """Like ``predict_bytes`` for a decoded grayscale image (H, W) in [0, 1]."""
+        small, factor = _reduce(gray)
+        segments = segment_ink(ink_from_gray(small), segment)
+        if not segments:
+            raise NoInkError("no ink found")
+        height, width = gray.shape
+        inputs = np.stack([normalize_character(s.ink, self._scheme) for s in segments])
+        probs, stats = self.artifact.network.predict_proba_with_stats(
+            inputs.reshape(len(segments), -1)
+        )
+        k = max(1, min(int(top_k), len(self._classes)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        characters = []
+        for seg, p, idx, model_input in zip(segments, probs, order, inputs, strict=True):
+            best = float(p[idx[0]])
+            x, y, w, h = seg.box
+            characters.append(CharacterResult(
+                char=self._classes[idx[0]] if best >= self._threshold else REJECT,
+                confidence=best,
+                box=(x * factor, y * factor,
+                     min(w * factor, width - x * factor), min(h * factor, height - y * factor)),
+                top=[(self._classes[i], float(p[i])) for i in idx],
+                model_input=model_input,
+                line=seg.line,
+            ))
+        return PredictionResult(characters, {k: float(v) for k, v in stats.items()})
