@@ -1,0 +1,251 @@
+"""HTTP routes: the ``/v1`` API and the operational endpoints (health, metrics, docs, page).
+
+Request forms of ``POST /v1/predict``, fastest first: the raw body with an ``image/*``
+content type (no form parsing), multipart field ``image``, JSON ``{"image": base64 or
+data URL}``. Options come from the query string, or from the form/JSON body.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+from time import perf_counter
+from typing import Any
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from .app import Service
+from .errors import ApiError, error_body
+from .model_holder import ReloadError
+from .predictor import PredictionResult, Predictor
+from .preprocess import ImageError
+
+__all__ = ["ops", "v1"]
+
+v1 = Blueprint("v1", __name__, url_prefix="/v1")
+ops = Blueprint("ops", __name__)
+
+SEGMENT_MODES = ("auto", "single", "multi")
+DEFAULT_TOP_K = 3
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _service() -> Service:
+    return current_app.extensions["ocr"]
+
+
+def _model_ref(predictor: Predictor) -> dict[str, str]:
+    return {"name": predictor.artifact.name, "version": predictor.artifact.version}
+
+
+def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]:
+    """``top_k`` (1..n_classes), ``segment`` and ``include_input`` from a request's fields."""
+    raw_k = source.get("top_k", min(DEFAULT_TOP_K, n_classes))
+    try:
+        top_k = int(raw_k)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_parameter", f"top_k must be an integer, got {raw_k!r}") from None
+    if not 1 <= top_k <= n_classes:
+        raise ApiError(400, "bad_parameter", f"top_k must be in 1..{n_classes}, got {top_k}")
+    segment = source.get("segment", "auto")
+    if segment not in SEGMENT_MODES:
+        choices = ", ".join(SEGMENT_MODES)
+        raise ApiError(400, "bad_parameter", f"segment must be one of {choices}, got {segment!r}")
+    flag = source.get("include_input", "0")
+    text = str(flag).lower() if not isinstance(flag, bool) else ("1" if flag else "0")
+    if text not in _TRUE + _FALSE:
+        raise ApiError(400, "bad_parameter", f"include_input must be 0 or 1, got {flag!r}")
+    return top_k, segment, text in _TRUE
+
+
+def _decode_base64(value: Any) -> bytes:
+    """Bytes of a base64 string or a ``data:<type>;base64,<data>`` URL."""
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "missing_image", 'JSON field "image" must be a non-empty string')
+    if value.startswith("data:"):
+        header, sep, value = value.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise ApiError(400, "bad_base64", "data URL must be of the form data:<type>;base64,...")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "bad_base64", 'JSON field "image" is not valid base64') from None
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "request body must be a JSON object")
+    return body
+
+
+def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
+    """The uploaded image's bytes and where its options come from, by content type."""
+    mimetype = request.mimetype
+    if mimetype.startswith("image/"):
+        data = request.get_data(cache=False)
+        if not data:
+            raise ApiError(400, "missing_image", "request body is empty")
+        return data, request.args
+    if mimetype == "multipart/form-data":
+        upload = request.files.get("image")
+        if upload is None:
+            raise ApiError(400, "missing_image", 'multipart field "image" is missing')
+        return upload.stream.read(), _merged(request.args, request.form)
+    if mimetype == "application/json":
+        body = _json_body()
+        return _decode_base64(body.get("image")), _merged(request.args, body)
+    if not mimetype and not request.content_length:
+        raise ApiError(400, "missing_image", "send an image (see /openapi.json)")
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"content type {mimetype or 'none'!r} not accepted: send image/*, "
+        "multipart/form-data or application/json",
+    )
+
+
+def _merged(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """Options from the query string, overridden by those in the body."""
+    merged = {k: first.get(k) for k in first}
+    merged.update({k: second.get(k) for k in second if k != "image"})
+    return merged
+
+
+def _record(result: PredictionResult) -> None:
+    metrics = _service().metrics
+    metrics.count_predictions(c.char for c in result.characters)
+    iterations = result.stats.get("iterations")
+    if iterations is not None:
+        metrics.observe_iterations(float(iterations))
+
+
+@v1.post("/predict")
+def predict() -> dict[str, Any]:
+    t0 = perf_counter()
+    predictor = _service().holder.get()
+    data, source = _read_single_image()
+    top_k, segment, include_input = _options(source, len(predictor.artifact.classes))
+    result = predictor.predict_bytes(data, top_k=top_k, segment=segment)
+    _record(result)
+    body = result.to_dict(include_inputs=include_input)
+    body["model"] = _model_ref(predictor)
+    body["elapsed_ms"] = round((perf_counter() - t0) * 1000.0, 3)
+    return body
+
+
+@v1.post("/predict/batch")
+def predict_batch() -> dict[str, Any]:
+    t0 = perf_counter()
+    service = _service()
+    predictor = service.holder.get()
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(
+            415, "unsupported_media_type", 'send the images as multipart/form-data "image" parts'
+        )
+    uploads = request.files.getlist("image")
+    if not uploads:
+        raise ApiError(400, "missing_image", 'no multipart "image" parts')
+    limit = service.settings.max_batch
+    if len(uploads) > limit:
+        raise ApiError(413, "too_large", f"{len(uploads)} images exceed the batch limit {limit}")
+    top_k, segment, include_input = _options(
+        _merged(request.args, request.form), len(predictor.artifact.classes)
+    )
+    results: list[dict[str, Any]] = []
+    for upload in uploads:
+        try:
+            result = predictor.predict_bytes(upload.stream.read(), top_k=top_k, segment=segment)
+        except ImageError as exc:
+            results.append(error_body(exc.code, str(exc) or exc.code))
+            continue
+        _record(result)
+        results.append(result.to_dict(include_inputs=include_input))
+    return {
+        "results": results,
+        "model": _model_ref(predictor),
+        "elapsed_ms": round((perf_counter() - t0) * 1000.0, 3),
+    }
+
+
+@v1.get("/model")
+def model_info() -> dict[str, Any]:
+    holder = _service().holder
+    predictor = holder.get()
+    meta = predictor.artifact.metadata
+    training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
+    history = meta.get("training", {}).get("history") or []
+    if history:
+        training["epochs_run"] = len(history)
+    return {
+        "name": predictor.artifact.name,
+        "version": predictor.artifact.version,
+        "kind": predictor.artifact.kind,
+        "classes": predictor.artifact.classes,
+        "input": meta.get("input"),
+        "metrics": meta.get("metrics", {}),
+        "calibration": meta.get("calibration", {}),
+        "training": training,
+        "created": meta.get("created"),
+        "sha256": meta.get("sha256"),
+        "last_reload": holder.last_reload,
+    }
+
+
+@v1.post("/admin/reload")
+def admin_reload() -> dict[str, Any]:
+    service = _service()
+    token = service.settings.admin_token
+    if not token:
+        raise ApiError(404, "not_found", "admin routes are disabled (OCR_ADMIN_TOKEN is not set)")
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise ApiError(
+            401, "unauthorized", "missing bearer token", {"WWW-Authenticate": "Bearer"}
+        )
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise ApiError(403, "forbidden", "wrong bearer token")
+    try:
+        predictor = service.holder.reload()
+    except ReloadError as exc:
+        raise ApiError(422, "reload_failed", f"{exc}; the previous model keeps serving") from None
+    all_workers = service.holder.propagate()
+    return {
+        "status": "reloaded",
+        "model": _model_ref(predictor),
+        "scope": "all_workers" if all_workers else "this_process",
+    }
+
+
+@ops.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@ops.get("/readyz")
+def readyz() -> dict[str, Any]:
+    holder = _service().holder
+    predictor = holder.get()
+    return {"status": "ready", "model": _model_ref(predictor), "last_reload": holder.last_reload}
+
+
+@ops.get("/metrics")
+def metrics() -> Response:
+    body, content_type = _service().metrics.render()
+    return Response(body, content_type=content_type)
+
+
+@ops.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return _service().openapi
+
+
+@ops.get("/")
+def index() -> str:
+    return render_template("index.html")

@@ -1,0 +1,146 @@
+"""Flask application factory: settings, limits, the model holder, metrics and error handling.
+
+``create_app`` loads the model once (under gunicorn: once in the master, before the workers
+fork, so they share its pages). Every error leaves through ``_error_response`` as
+``{"error": {"code", "message"}}`` JSON; nothing a client sends produces a 500 or HTML.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+from flask import Flask, Request, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from .config import Settings, load_settings
+from .errors import ApiError, error_body
+from .metrics import Metrics
+from .model_holder import ModelHolder
+from .openapi import build_spec
+from .preprocess import ImageError
+
+__all__ = ["Service", "create_app"]
+
+log = logging.getLogger(__name__)
+
+#: werkzeug HTTP status -> our error code
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+@dataclass
+class Service:
+    """What the routes need, stored in ``app.extensions["ocr"]``."""
+
+    settings: Settings
+    holder: ModelHolder
+    metrics: Metrics
+    openapi: dict[str, Any]
+
+
+class _InMemoryRequest(Request):
+    """Multipart uploads stay in memory (bounded by MAX_CONTENT_LENGTH), never on disk."""
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> io.BytesIO:
+        return io.BytesIO()
+
+
+def _json_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = json.dumps(error_body(code, message), separators=(",", ":"))
+    response = Response(body, status=status, mimetype="application/json")
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return _json_error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(ImageError)
+    def _image_error(exc: ImageError):
+        return _json_error(exc.status, exc.code, str(exc) or exc.code)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        allowed = getattr(exc, "valid_methods", None)
+        headers = {"Allow": ", ".join(allowed)} if allowed else {}
+        code = _HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+        return _json_error(status, code, exc.description or exc.name, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _json_error(500, "internal_error", "internal server error")
+
+
+def _register_metrics_hooks(app: Flask, metrics: Metrics) -> None:
+    @app.before_request
+    def _start_timer() -> None:
+        g.ocr_t0 = perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        t0 = g.get("ocr_t0")
+        if t0 is not None:
+            rule = request.url_rule
+            route = rule.rule if rule is not None else "unmatched"
+            elapsed = perf_counter() - t0
+            metrics.observe_request(route, request.method, response.status_code, elapsed)
+        return response
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. ``config``: a Settings, or overrides applied on top of ``OCR_*`` env.
+
+    The model is loaded here; if it cannot be, the app still starts and ``/readyz`` is 503.
+    """
+    settings = config if isinstance(config, Settings) else load_settings(config)
+    app = Flask(
+        __name__,
+        static_folder="web/static",
+        template_folder="web/templates",
+    )
+    app.request_class = _InMemoryRequest
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_PARTS=settings.max_form_parts,
+    )
+    app.json.sort_keys = False  # keep "text" first, as documented
+    app.json.compact = True
+
+    metrics = Metrics()
+    holder = ModelHolder(settings, metrics)
+    holder.try_reload()
+    app.extensions["ocr"] = Service(settings, holder, metrics, build_spec(settings))
+
+    from .api import ops, v1
+
+    app.register_blueprint(v1)
+    app.register_blueprint(ops)
+    _register_error_handlers(app)
+    _register_metrics_hooks(app, metrics)
+    return app

@@ -1,0 +1,373 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``; tests check real responses against it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .config import Settings
+
+__all__ = ["build_spec"]
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": _ref(schema)}}}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "examples": ["no_ink"]},
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "ModelRef": {
+        "type": "object",
+        "required": ["name", "version"],
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+    },
+    "Character": {
+        "type": "object",
+        "required": ["char", "confidence", "box", "top"],
+        "properties": {
+            "char": {"type": "string", "description": "the class, or '?' when rejected"},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "box": {
+                "type": "array",
+                "description": "[x, y, width, height] in the uploaded image's pixels",
+                "items": {"type": "integer"},
+                "minItems": 4,
+                "maxItems": 4,
+            },
+            "top": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["char", "p"],
+                    "properties": {
+                        "char": {"type": "string"},
+                        "p": {"type": "number", "minimum": 0, "maximum": 1},
+                    },
+                },
+            },
+            "input": {
+                "type": "array",
+                "description": "with include_input=1: the model input (rows of ink 0..1)",
+                "items": {"type": "array", "items": {"type": "number"}},
+            },
+        },
+    },
+    "Recognition": {
+        "type": "object",
+        "required": ["text", "characters"],
+        "properties": {
+            "text": {"type": "string"},
+            "characters": {"type": "array", "items": _ref("Character")},
+        },
+    },
+    "Prediction": {
+        "allOf": [
+            _ref("Recognition"),
+            {
+                "type": "object",
+                "required": ["model", "elapsed_ms"],
+                "properties": {
+                    "model": _ref("ModelRef"),
+                    "elapsed_ms": {"type": "number", "minimum": 0},
+                },
+            },
+        ]
+    },
+    "BatchPrediction": {
+        "type": "object",
+        "required": ["results", "model", "elapsed_ms"],
+        "properties": {
+            "results": {
+                "type": "array",
+                "description": "one entry per image part, in order",
+                "items": {"oneOf": [_ref("Recognition"), _ref("Error")]},
+            },
+            "model": _ref("ModelRef"),
+            "elapsed_ms": {"type": "number", "minimum": 0},
+        },
+    },
+    "ReloadRecord": {
+        "type": ["object", "null"],
+        "description": "the last model load attempt of the answering process",
+        "required": ["ok", "at"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "at": {"type": "string", "format": "date-time"},
+            "version": {"type": "string"},
+            "error": {"type": "string"},
+        },
+    },
+    "ModelInfo": {
+        "type": "object",
+        "required": ["name", "version", "kind", "classes", "input", "metrics", "last_reload"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "kind": {"type": "string", "enum": ["mlp", "rbp"]},
+            "classes": {"type": "array", "items": {"type": "string"}},
+            "input": {
+                "type": "object",
+                "required": ["height", "width", "scheme"],
+                "properties": {
+                    "height": {"type": "integer"},
+                    "width": {"type": "integer"},
+                    "scheme": {"type": "string"},
+                },
+            },
+            "metrics": {"type": "object"},
+            "calibration": {"type": "object"},
+            "training": {"type": "object", "description": "training summary (no weights)"},
+            "created": {"type": ["string", "null"]},
+            "sha256": {"type": ["string", "null"]},
+            "last_reload": _ref("ReloadRecord"),
+        },
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["status", "model", "last_reload"],
+        "properties": {
+            "status": {"const": "ready"},
+            "model": _ref("ModelRef"),
+            "last_reload": _ref("ReloadRecord"),
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"const": "ok"}},
+    },
+    "Reloaded": {
+        "type": "object",
+        "required": ["status", "model", "scope"],
+        "properties": {
+            "status": {"const": "reloaded"},
+            "model": _ref("ModelRef"),
+            "scope": {"type": "string", "enum": ["all_workers", "this_process"]},
+        },
+    },
+}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+_OPTIONS = [
+    _query("top_k", {"type": "integer", "minimum": 1, "default": 3},
+           "alternatives per character, 1..number of classes"),
+    _query("segment", {"type": "string", "enum": ["auto", "single", "multi"], "default": "auto"},
+           "single: the whole image is one character; multi: split into characters"),
+    _query("include_input", {"type": "string", "enum": ["0", "1"], "default": "0"},
+           "1: add each character's model input (the normalised image the model saw)"),
+]  # fmt: skip
+
+_OPTION_PROPERTIES = {
+    "top_k": {"type": "integer", "minimum": 1},
+    "segment": {"type": "string", "enum": ["auto", "single", "multi"]},
+    "include_input": {"type": "string", "enum": ["0", "1"]},
+}
+
+
+def _client_errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "malformed request or image (bad_request, bad_parameter, missing_image, bad_json, "
+        "bad_base64, bad_image)",
+        401: "missing bearer token",
+        403: "wrong bearer token",
+        404: "admin routes disabled (no OCR_ADMIN_TOKEN)",
+        413: "upload, image pixels or batch too large (too_large)",
+        415: "not a supported image type or content type (unsupported_media_type)",
+        422: "no ink found in the image (no_ink)",
+        503: "no model loaded (not_ready)",
+    }
+    return {str(s): _error(text[s]) for s in statuses}
+
+
+def build_spec(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI document, with the configured limits in the descriptions."""
+    predict_body = {
+        "required": True,
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "format": "binary"},
+                        **_OPTION_PROPERTIES,
+                    },
+                }
+            },
+            _JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {"type": "string", "description": "base64 or a data: URL"},
+                        **_OPTION_PROPERTIES,
+                    },
+                }
+            },
+        },
+    }
+    batch_body = {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image"],
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "maxItems": settings.max_batch,
+                        },
+                        **_OPTION_PROPERTIES,
+                    },
+                }
+            }
+        },
+    }
+    limits = (
+        f"Uploads are limited to {settings.max_upload_bytes} bytes and "
+        f"{settings.max_pixels} pixels."
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Handwriting OCR service",
+            "version": __version__,
+            "description": "Recognise handwritten characters with a numpy backprop network. "
+            + limits,
+        },
+        "paths": {
+            "/v1/predict": {
+                "post": {
+                    "summary": "Recognise the characters in one image",
+                    "operationId": "predict",
+                    "parameters": _OPTIONS,
+                    "requestBody": predict_body,
+                    "responses": {
+                        "200": _ok("recognised text and per-character details", "Prediction"),
+                        **_client_errors(400, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/v1/predict/batch": {
+                "post": {
+                    "summary": f"Recognise up to {settings.max_batch} images, in order",
+                    "operationId": "predictBatch",
+                    "parameters": _OPTIONS,
+                    "requestBody": batch_body,
+                    "responses": {
+                        "200": _ok("one result or error per image", "BatchPrediction"),
+                        **_client_errors(400, 413, 415, 503),
+                    },
+                }
+            },
+            "/v1/model": {
+                "get": {
+                    "summary": "Metadata of the served model",
+                    "operationId": "model",
+                    "responses": {
+                        "200": _ok("model metadata", "ModelInfo"),
+                        **_client_errors(503),
+                    },
+                }
+            },
+            "/v1/admin/reload": {
+                "post": {
+                    "summary": "Reload the model from disk (all workers)",
+                    "operationId": "reload",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _ok("the new model serves", "Reloaded"),
+                        "422": _error(
+                            "the artifact is invalid; the old model keeps serving (reload_failed)"
+                        ),
+                        **_client_errors(401, 403, 404),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "operationId": "healthz",
+                    "responses": {"200": _ok("alive", "Health")},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "A model is loaded and serving",
+                    "operationId": "readyz",
+                    "responses": {"200": _ok("ready", "Ready"), **_client_errors(503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics of all workers",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {_JSON: {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The drawing page",
+                    "operationId": "index",
+                    "responses": {
+                        "200": {
+                            "description": "HTML page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,271 @@
+"""The /v1 routes and operational endpoints through Flask's test client."""
+
+import base64
+import io
+import shutil
+
+import pytest
+from server_utils import digit_png
+
+from ocr_service.app import create_app
+
+PNG = digit_png("1")
+TOKEN = "t0ken-for-tests"
+CLASSES = [str(i) for i in range(10)]
+
+
+@pytest.fixture
+def model_copy(tmp_path, small_model_path):
+    """A private copy of the model that a test may overwrite or corrupt."""
+    base = tmp_path / "model"
+    for suffix in (".npz", ".json"):
+        shutil.copy(small_model_path + suffix, str(base) + suffix)
+    return base
+
+
+@pytest.fixture
+def client(model_copy):
+    return create_app({"model_path": str(model_copy), "admin_token": TOKEN}).test_client()
+
+
+def _assert_prediction(body, top_k=3):
+    assert isinstance(body["text"], str) and len(body["text"]) == len(body["characters"]) == 1
+    char = body["characters"][0]
+    assert char["char"] == body["text"]
+    assert char["char"] in (*CLASSES, "?")
+    assert 0.0 <= char["confidence"] <= 1.0
+    assert len(char["box"]) == 4 and char["box"][2] > 0 and char["box"][3] > 0
+    assert len(char["top"]) == top_k
+    ps = [t["p"] for t in char["top"]]
+    assert ps == sorted(ps, reverse=True)
+    assert set(body["model"]) == {"name", "version"}
+    assert body["elapsed_ms"] >= 0
+
+
+def test_raw_image_body(client):
+    response = client.post("/v1/predict?top_k=2", data=PNG, content_type="image/png")
+    assert response.status_code == 200
+    _assert_prediction(response.get_json(), top_k=2)
+
+
+def test_multipart_field_with_options_in_the_form(client):
+    form = {"image": (io.BytesIO(PNG), "digit.png"), "top_k": "4", "segment": "single"}
+    response = client.post("/v1/predict", data=form)
+    assert response.status_code == 200
+    _assert_prediction(response.get_json(), top_k=4)
+
+
+@pytest.mark.parametrize("prefix", ["", "data:image/png;base64,"])
+def test_json_base64_and_data_url(client, prefix):
+    payload = {"image": prefix + base64.b64encode(PNG).decode(), "top_k": 1}
+    response = client.post("/v1/predict", json=payload)
+    assert response.status_code == 200
+    _assert_prediction(response.get_json(), top_k=1)
+
+
+def test_all_forms_give_the_same_answer(client):
+    raw = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()
+    form = client.post("/v1/predict", data={"image": (io.BytesIO(PNG), "a.png")}).get_json()
+    js = client.post("/v1/predict", json={"image": base64.b64encode(PNG).decode()}).get_json()
+    assert raw["characters"] == form["characters"] == js["characters"]
+
+
+def test_include_input_returns_the_model_input(client):
+    body = client.post(
+        "/v1/predict?include_input=1", data=PNG, content_type="image/png"
+    ).get_json()
+    grid = body["characters"][0]["input"]
+    shape = client.get("/v1/model").get_json()["input"]
+    assert len(grid) == shape["height"] and all(len(row) == shape["width"] for row in grid)
+    values = [v for row in grid for v in row]
+    assert min(values) >= 0.0 and 0.0 < max(values) <= 1.0
+    plain = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()
+    assert "input" not in plain["characters"][0]
+
+
+def test_two_digits_side_by_side_are_two_characters(client):
+    from PIL import Image
+
+    one = Image.open(io.BytesIO(digit_png("1")))
+    zero = Image.open(io.BytesIO(digit_png("0")))
+    pair = Image.new("L", (one.width * 2, one.height), 255)
+    pair.paste(one, (0, 0))
+    pair.paste(zero, (one.width, 0))
+    buf = io.BytesIO()
+    pair.save(buf, "PNG")
+    body = client.post("/v1/predict?segment=multi", data=buf.getvalue(), content_type="image/png")
+    characters = body.get_json()["characters"]
+    assert len(characters) == 2
+    assert characters[0]["box"][0] < characters[1]["box"][0]
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("top_k=0", "top_k must be in 1..10"),
+        ("top_k=11", "top_k must be in 1..10"),
+        ("top_k=three", "top_k must be an integer"),
+        ("segment=diagonal", "segment must be one of auto, single, multi"),
+        ("include_input=maybe", "include_input must be 0 or 1"),
+    ],
+)
+def test_bad_options_are_400(client, query, fragment):
+    response = client.post(f"/v1/predict?{query}", data=PNG, content_type="image/png")
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_parameter"
+    assert fragment in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"data": b"", "content_type": "image/png"}, 400, "missing_image"),
+        ({"data": b""}, 400, "missing_image"),
+        ({"data": {"file": (io.BytesIO(PNG), "a.png")}}, 400, "missing_image"),
+        ({"json": {"picture": "x"}}, 400, "missing_image"),
+        ({"data": b"{not json", "content_type": "application/json"}, 400, "bad_json"),
+        ({"json": {"image": "@@@not base64@@@"}}, 400, "bad_base64"),
+        ({"json": {"image": "data:image/png,plain"}}, 400, "bad_base64"),
+        ({"data": b"GIF89a garbage", "content_type": "image/gif"}, 400, "bad_image"),
+        ({"data": b"hello", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": b"%PDF-1.4\n%", "content_type": "image/png"}, 415, "unsupported_media_type"),
+        ({"data": digit_png("blank"), "content_type": "image/png"}, 422, "no_ink"),
+    ],
+)
+def test_client_errors_have_documented_status_and_code(client, kwargs, status, code):
+    response = client.post("/v1/predict", **kwargs)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.get_json()["error"]["code"] == code
+    assert response.get_json()["error"]["message"]
+
+
+def test_batch_keeps_order_and_reports_per_item_errors(client):
+    parts = [
+        (io.BytesIO(PNG), "a.png"),
+        (io.BytesIO(b"not an image"), "b.png"),
+        (io.BytesIO(digit_png("blank")), "c.png"),
+        (io.BytesIO(digit_png("0")), "d.png"),
+    ]
+    response = client.post("/v1/predict/batch?top_k=2", data={"image": parts})
+    assert response.status_code == 200
+    body = response.get_json()
+    results = body["results"]
+    assert len(results) == 4
+    _assert_prediction({**results[0], "model": body["model"], "elapsed_ms": 0}, top_k=2)
+    assert results[1]["error"]["code"] == "bad_image"
+    assert results[2]["error"]["code"] == "no_ink"
+    assert results[3]["characters"]
+    single = client.post("/v1/predict?top_k=2", data=PNG, content_type="image/png").get_json()
+    assert results[0]["characters"] == single["characters"]
+
+
+def test_batch_limits_and_forms(model_copy):
+    client = create_app({"model_path": str(model_copy), "max_batch": 2}).test_client()
+    parts = [(io.BytesIO(PNG), f"{i}.png") for i in range(3)]
+    response = client.post("/v1/predict/batch", data={"image": parts})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_large"
+    response = client.post("/v1/predict/batch", data={"other": (io.BytesIO(PNG), "a.png")})
+    assert response.status_code == 400
+    response = client.post("/v1/predict/batch", data=PNG, content_type="image/png")
+    assert response.status_code == 415
+
+
+def test_model_metadata_without_weights(client, model_copy):
+    from ocr_service.model_store import load_model
+
+    artifact = load_model(model_copy)
+    body = client.get("/v1/model").get_json()
+    assert body["classes"] == artifact.classes
+    assert body["kind"] == artifact.kind
+    assert body["input"] == artifact.metadata["input"]
+    assert body["metrics"]["test_accuracy"] == artifact.metadata["metrics"]["test_accuracy"]
+    assert body["training"]["epochs"] == artifact.metadata["training"]["epochs"]
+    assert body["version"] and body["sha256"].startswith(body["version"])
+    assert body["last_reload"]["ok"] is True
+    assert "history" not in body["training"]
+    assert "layers" not in body
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz").get_json()
+    assert ready["status"] == "ready" and ready["model"]["version"]
+
+
+def test_drawing_page_is_self_contained(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "<canvas" in html
+    assert "http://" not in html and "https://" not in html  # no CDN
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert asset in html
+        assert client.get(asset).status_code == 200
+
+
+def _reload(client, token=TOKEN):
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return client.post("/v1/admin/reload", headers=headers)
+
+
+def test_admin_reload_requires_the_token(client):
+    response = _reload(client, token=None)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert _reload(client, token="wrong").status_code == 403
+    assert _reload(client, token=TOKEN + "x").status_code == 403
+    assert client.post("/v1/admin/reload", headers={"Authorization": TOKEN}).status_code == 403
+
+
+def test_admin_routes_are_off_without_a_token(model_copy):
+    client = create_app({"model_path": str(model_copy), "admin_token": ""}).test_client()
+    response = _reload(client, token="anything")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
+
+
+def test_admin_reload_swaps_in_a_retrained_model(client, model_copy):
+    from ocr_service.model_store import load_model, save_model
+    from ocr_service.nn import MLP
+
+    old = client.get("/v1/model").get_json()["version"]
+    meta = load_model(model_copy).metadata
+    n_inputs = meta["input"]["height"] * meta["input"]["width"]
+    save_model(model_copy, MLP.build(n_inputs, 10, hidden=(8,), seed=7), {
+        "classes": meta["classes"], "input": meta["input"], "name": "retrained",
+    })  # fmt: skip
+    response = _reload(client)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "reloaded" and body["scope"] == "this_process"
+    assert body["model"]["version"] != old
+    assert client.get("/v1/model").get_json()["version"] == body["model"]["version"]
+    prediction = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()
+    assert prediction["model"] == {"name": "retrained", "version": body["model"]["version"]}
+
+
+def test_failed_reload_keeps_the_old_model_serving(client, model_copy):
+    before = client.get("/v1/model").get_json()["version"]
+    npz = model_copy.with_name(model_copy.name + ".npz")
+    npz.write_bytes(npz.read_bytes()[:100])  # torn weights: checksum mismatch
+    response = _reload(client)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "reload_failed"
+    assert client.post("/v1/predict", data=PNG, content_type="image/png").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    info = client.get("/v1/model").get_json()
+    assert info["version"] == before
+    assert info["last_reload"]["ok"] is False and info["last_reload"]["error"]
+
+
+def test_metrics_count_requests_and_predictions(client):
+    client.post("/v1/predict", data=PNG, content_type="image/png")
+    client.post("/v1/predict", data=b"junk", content_type="image/png")
+    char = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()["text"]
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ocr_http_requests_total{method="POST",route="/v1/predict",status="200"} 2.0' in text
+    assert 'ocr_http_requests_total{method="POST",route="/v1/predict",status="400"} 1.0' in text
+    assert f'ocr_predictions_total{{char="{char}"}} 2.0' in text
+    assert 'ocr_http_request_duration_seconds_count{route="/v1/predict",status="200"} 2.0' in text
+    assert "ocr_model_info{" in text
