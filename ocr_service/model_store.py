@@ -128,6 +128,8 @@ def _atomic_write(target: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``target``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600; a model must stay readable by a server running as another user
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -137,6 +139,16 @@ def _atomic_write(target: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once at import: os.umask() briefly changes process state, unsafe in threads
+_UMASK = _read_umask()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "adam"
     lr: float = 2e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-3
     dropout: float = 0.1
     schedule: str = "cosine"
     warmup_epochs: int = 1
