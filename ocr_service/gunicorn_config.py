@@ -1,0 +1,118 @@
+"""gunicorn settings and hooks of the service (``ocr-serve`` passes this module to gunicorn).
+
+It lives inside the package so an installed copy (the Docker image) has it; the checkout's
+``gunicorn.conf.py`` re-exports it. Values come from ``ocr_service.config`` (``OCR_*``).
+
+Process model: the app and its model are loaded once in the master (``preload_app``) and
+the workers fork from it, sharing the weights' pages. ``kill -HUP <master>`` reloads the
+model in the master, then gunicorn replaces every worker gracefully; a model that fails to
+load leaves the previous one serving. ``POST /v1/admin/reload`` ends in the same HUP.
+"""
+
+from __future__ import annotations
+
+import os
+
+# One BLAS thread per worker: set before numpy is first imported in this process, since two
+# workers each running a 2-thread BLAS on 2 cores collapse small-GEMM speed (design.md).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import glob  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from ocr_service.config import load_settings  # noqa: E402  (stdlib only: numpy not loaded yet)
+
+__all__ = [
+    "access_log_format",
+    "accesslog",
+    "bind",
+    "child_exit",
+    "control_socket_disable",
+    "errorlog",
+    "graceful_timeout",
+    "keepalive",
+    "max_requests",
+    "max_requests_jitter",
+    "on_exit",
+    "on_reload",
+    "on_starting",
+    "post_fork",
+    "preload_app",
+    "proc_name",
+    "threads",
+    "timeout",
+    "worker_class",
+    "worker_tmp_dir",
+    "workers",
+    "wsgi_app",
+]
+
+_SHM = "/dev/shm"
+_shm = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
+
+# Prometheus multiprocess mode must be chosen before prometheus_client is imported (by the
+# app, after this file): every process then writes its samples under this directory.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _OWN_METRICS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ocr-metrics-", dir=_shm)
+
+_settings = load_settings()
+
+wsgi_app = "ocr_service.app:create_app()"
+proc_name = "ocr-serve"
+_host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
+bind = [f"{_host}:{_settings.port}"]
+workers = _settings.worker_count
+worker_class = "gthread"
+threads = _settings.threads
+timeout = _settings.timeout
+graceful_timeout = _settings.graceful_timeout
+keepalive = 5
+max_requests = _settings.max_requests
+max_requests_jitter = max(1, _settings.max_requests // 10) if _settings.max_requests else 0
+preload_app = True
+# The heartbeat file is touched every second; keep it off disk.
+worker_tmp_dir = _shm
+accesslog = _settings.access_log or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+errorlog = "-"
+# gunicorn's control socket defaults to one path per user: parallel servers would collide.
+control_socket_disable = True
+
+
+def _ocr_service(server):
+    """The Service of the (preloaded) Flask app in this process."""
+    return server.app.wsgi().extensions["ocr"]
+
+
+def on_starting(server) -> None:
+    """Master, once: start from an empty metrics directory (stale samples of a past run)."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, "*.db")):
+        os.unlink(path)
+
+
+def on_reload(server) -> None:
+    """Master, on SIGHUP, before the new workers fork: load the model from disk again."""
+    _ocr_service(server).holder.try_reload()
+
+
+def post_fork(server, worker) -> None:
+    """Worker, after fork: know the master to signal, announce the model in the metrics."""
+    holder = _ocr_service(server).holder
+    holder.master_pid = server.pid
+    holder.publish()
+
+
+def child_exit(server, worker) -> None:
+    from ocr_service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -1,0 +1,184 @@
+"""End to end: the real gunicorn (via ``ocr-serve``) on a free loopback port, 2 workers.
+
+Every route, every input form, every documented error code, metrics summed over workers,
+and model reloads through the admin token and through ``kill -HUP`` of the master.
+"""
+
+import base64
+import os
+import shutil
+import signal
+
+import pytest
+import requests
+from server_utils import digit_png, running_server, save_variant, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TOKEN = "e2e-admin-token"
+PNG = digit_png("0")
+LIMITS = {"OCR_MAX_UPLOAD_BYTES": "300000", "OCR_MAX_PIXELS": "1000000", "OCR_MAX_BATCH": "4"}
+
+
+def _copy_model(src: str, dst) -> str:
+    for suffix in (".npz", ".json"):
+        shutil.copy(src + suffix, str(dst) + suffix)
+    return str(dst)
+
+
+@pytest.fixture(scope="module")
+def server(small_model_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    model = _copy_model(small_model_path, tmp / "model")
+    with running_server(model, tmp, env={"OCR_ADMIN_TOKEN": TOKEN, **LIMITS}) as srv:
+        yield srv
+
+
+def _fresh(method: str, url: str, **kwargs) -> requests.Response:
+    """One request on a new connection (so successive calls spread over the workers)."""
+    headers = {"Connection": "close", **kwargs.pop("headers", {})}
+    return requests.request(method, url, headers=headers, timeout=10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("path", "mimetype"),
+    [
+        ("/healthz", "application/json"),
+        ("/readyz", "application/json"),
+        ("/v1/model", "application/json"),
+        ("/openapi.json", "application/json"),
+        ("/metrics", "text/plain"),
+        ("/", "text/html"),
+        ("/static/app.js", "text/javascript"),
+    ],
+)
+def test_every_get_route(server, path, mimetype):
+    response = server.get(path)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith(mimetype)
+
+
+def test_every_input_form_recognises_the_digit(server):
+    b64 = base64.b64encode(PNG).decode()
+    responses = [
+        server.post("/v1/predict?top_k=2", data=PNG, headers={"Content-Type": "image/png"}),
+        server.post("/v1/predict", files={"image": ("d.png", PNG, "image/png")},
+                    data={"top_k": "2"}),
+        server.post("/v1/predict", json={"image": b64, "top_k": 2}),
+        server.post("/v1/predict", json={"image": "data:image/png;base64," + b64, "top_k": 2}),
+    ]  # fmt: skip
+    bodies = [r.json() for r in responses]
+    assert [r.status_code for r in responses] == [200] * 4
+    assert {b["text"] for b in bodies} == {"0"}
+    assert all(len(b["characters"][0]["top"]) == 2 for b in bodies)
+    assert all(b["model"]["version"] for b in bodies)
+
+
+def test_batch_in_order_with_item_errors(server):
+    files = [
+        ("image", ("a.png", PNG, "image/png")),
+        ("image", ("b.png", b"definitely not an image", "image/png")),
+        ("image", ("c.png", digit_png("1"), "image/png")),
+    ]
+    response = server.post("/v1/predict/batch", files=files)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["text"] == "0"
+    assert results[1]["error"]["code"] == "bad_image"
+    assert results[2]["text"] == "1"
+
+
+def _error(response: requests.Response) -> tuple[int, str]:
+    assert response.headers["Content-Type"].startswith("application/json"), response.text
+    return response.status_code, response.json()["error"]["code"]
+
+
+def test_every_documented_client_error(server):
+    raw = {"Content-Type": "image/png"}
+    big_image = digit_png("1", size=1100, fmt="PNG")  # 1.21 MP > OCR_MAX_PIXELS
+    post, get = server.post, server.get
+    reload_url = "/v1/admin/reload"
+    cases = [
+        (400, "bad_image", post("/v1/predict", data=b"\x89PNG\r\n\x1a\n junk", headers=raw)),
+        (400, "bad_parameter", post("/v1/predict?top_k=99", data=PNG, headers=raw)),
+        (400, "missing_image", post("/v1/predict", data=b"", headers=raw)),
+        (404, "not_found", get("/v2/predict")),
+        (405, "method_not_allowed", get("/v1/predict")),
+        (413, "too_large", post("/v1/predict", data=b"\0" * 400_000, headers=raw)),
+        (413, "too_large", post("/v1/predict", data=big_image, headers=raw)),
+        (415, "unsupported_media_type", post("/v1/predict", data=b"%!PS-Adobe-3.0\n", headers=raw)),
+        (422, "no_ink", post("/v1/predict", data=digit_png("blank"), headers=raw)),
+        (401, "unauthorized", post(reload_url)),
+        (403, "forbidden", post(reload_url, headers={"Authorization": "Bearer nope"})),
+    ]
+    for status, code, response in cases:
+        assert _error(response) == (status, code)
+    too_many = [("image", (f"{i}.png", PNG, "image/png")) for i in range(5)]
+    assert _error(server.post("/v1/predict/batch", files=too_many)) == (413, "too_large")
+
+
+def test_metrics_are_summed_over_all_workers(server):
+    before = server.worker_pids()
+    n = 12
+    for _ in range(n):
+        assert _fresh("POST", server.url + "/v1/predict/batch",
+                      files={"image": ("a.png", PNG, "image/png")}).status_code == 200  # fmt: skip
+    line = 'ocr_http_requests_total{method="POST",route="/v1/predict/batch",status="200"}'
+    # Every scrape, whichever worker answers it, sees the requests of both workers.
+    for _ in range(6):
+        text = _fresh("GET", server.url + "/metrics").text
+        count = next(float(s.split()[-1]) for s in text.splitlines() if s.startswith(line))
+        assert count >= n
+    assert 'ocr_model_info{kind="mlp"' in text
+    assert server.worker_pids() == before
+
+
+def test_unready_without_a_model(tmp_path):
+    with running_server(tmp_path / "absent", tmp_path, require_ready=False) as srv:
+        assert srv.get("/healthz").status_code == 200
+        response = srv.get("/readyz")
+        assert _error(response) == (503, "not_ready")
+        assert _error(srv.post("/v1/predict", data=PNG, headers={"Content-Type": "image/png"})) \
+            == (503, "not_ready")  # fmt: skip
+
+
+def _all_workers_serve(server, version: str) -> bool:
+    """True when 8 fresh-connection requests in a row all report ``version``."""
+    return all(
+        _fresh("GET", server.url + "/v1/model").json()["version"] == version for _ in range(8)
+    )
+
+
+def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
+    model = _copy_model(small_model_path, tmp_path / "model")
+    env = {"OCR_ADMIN_TOKEN": TOKEN}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with running_server(model, tmp_path, env=env) as srv:
+        old_pids = srv.worker_pids()
+
+        v2 = save_variant(model, model, "second")
+        response = srv.post("/v1/admin/reload", headers=auth)
+        assert response.status_code == 200
+        assert response.json()["model"]["version"] == v2
+        assert response.json()["scope"] == "all_workers"
+        assert wait_until(lambda: _all_workers_serve(srv, v2), timeout=20)
+        assert wait_until(lambda: not (srv.worker_pids() & old_pids), timeout=20)
+
+        v3 = save_variant(model, model, "third")
+        os.kill(srv.process.pid, signal.SIGHUP)
+        assert wait_until(lambda: _all_workers_serve(srv, v3), timeout=20)
+
+        # A broken artifact on disk: refused by both paths, v3 keeps serving everywhere.
+        json_path = model + ".json"
+        with open(json_path, "r+b") as fh:
+            fh.truncate(len(fh.read()) // 2)
+        assert _error(srv.post("/v1/admin/reload", headers=auth)) == (422, "reload_failed")
+        pids = srv.worker_pids()
+        os.kill(srv.process.pid, signal.SIGHUP)
+        assert wait_until(lambda: not (srv.worker_pids() & pids), timeout=20)
+        assert _all_workers_serve(srv, v3)
+        info = srv.get("/v1/model").json()
+        assert info["last_reload"]["ok"] is False
+        assert srv.get("/readyz").status_code == 200
+        raw = {"Content-Type": "image/png"}
+        assert srv.post("/v1/predict", data=PNG, headers=raw).json()["model"]["version"] == v3
