@@ -14,14 +14,16 @@ the number of iterations.
 Contraction. ``f`` is 1-Lipschitz for every supported activation, so ``h -> f(h W + ...)``
 contracts when the spectral norm ``‖W‖₂ < 1``; then the fixed point exists, is unique and
 both relaxations converge geometrically. The recurrent weight is reparametrised as
-``W = s·V`` with ``s = min(1, γ / σ̂(V))`` (``γ = spectral_bound``), where
-``σ̂(V) = ‖Vᵀ u‖₂`` and ``u`` is a unit vector refined by ``power_iters`` power-iteration
-steps at every training forward pass and kept across steps (and in the state dict).
-Every ``V`` thus gives a contractive map, also after the optimiser's last step, and the
-gradient flows through the normalisation exactly (``u`` is a constant of the function,
-so ``dσ̂/dV = u vᵀ`` with ``v = Vᵀu/σ̂``). ``σ̂`` is a power-iteration (lower-bound)
-estimate of ``σ(V)``; ``u`` tracks the top singular vector closely because ``V`` moves
-little per step, and the iteration cap below catches the rest.
+``W = s·V`` with ``s = min(1, γ / σ̂(V))`` (``γ = spectral_bound``) and ``σ̂(V) = ‖Vᵀu‖₂``,
+where the unit vector ``u`` is the stored ``sn_u`` refined by ``power_iters`` power-iteration
+steps on the current ``V`` whenever the map is built (training forward passes keep the
+refined vector, so it follows ``V`` across steps; inference refines a copy and so uses the
+scale the next training step would). Any ``V`` thus gives a contractive map, also right
+after the optimiser's last step. The gradient flows through the normalisation with ``u``
+held constant (as in spectral normalisation), ``dσ̂/dV = u vᵀ`` with ``v = Vᵀu/σ̂``: exact
+for the function evaluated, and the derivative of ``σ(V)`` itself once ``u`` has converged.
+``σ̂`` is a lower-bound estimate, so ``‖s·V‖₂`` can exceed ``γ`` slightly while ``u``
+catches up; ``γ < 1`` leaves the margin, and the iteration cap below catches the rest.
 
 Non-convergence within ``max_iter`` raises :class:`FixedPointError` on every path: with a
 contractive map it only happens when ``max_iter``/``tol`` are mis-set (e.g. a tolerance
@@ -161,8 +163,7 @@ class RecurrentNetwork:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         # power-iteration vector: state, not a parameter (no gradient), saved with the weights
         self.sn_u = _unit(rng.standard_normal(h)).astype(dtype)
-        for _ in range(30):
-            self._power_step()
+        self.sn_u[...] = self._power_vector(30)
         self._act = ACTIVATIONS[activation]()
         self._dropout = Dropout(self.dropout, rng=rng) if self.dropout else None
         self._bufs: dict[str, np.ndarray] = {}
@@ -186,15 +187,12 @@ class RecurrentNetwork:
         dtype: np.dtype | type = np.float32,
         **options: Any,
     ) -> RecurrentNetwork:
-        """Same arguments as ``MLP.build``; ``hidden`` is the one hidden-state size (an int
-        or a one-element sequence, e.g. ``--hidden 256``). ``options``: ``max_iter``,
-        ``tol``, ``damping``, ``spectral_bound``, ``power_iters``."""
+        """Same arguments as ``MLP.build``. The network has one recurrent hidden state, whose
+        size is ``hidden`` (an int) or its first entry (a sequence, as ``--hidden`` gives).
+        ``options``: ``max_iter``, ``tol``, ``damping``, ``spectral_bound``, ``power_iters``."""
         sizes = [hidden] if isinstance(hidden, int | np.integer) else list(hidden)
-        if len(sizes) != 1:
-            raise ValueError(
-                f"an rbp network has one recurrent hidden state: give one size "
-                f"(e.g. --hidden 256), got {sizes}"
-            )
+        if not sizes:
+            raise ValueError("an rbp network needs a hidden-state size")
         return cls(n_inputs, n_classes, int(sizes[0]), activation, dropout=dropout, seed=seed,
                    dtype=dtype, **options)
 
@@ -230,21 +228,24 @@ class RecurrentNetwork:
         return self.params["W"].dtype
 
     # ------------------------------------------------------------ normalisation of W
-    def _power_step(self) -> None:
-        """One power-iteration step on ``W`` refining ``sn_u`` in place."""
-        W = self.params["W"]
-        u = _unit(W @ _unit(W.T @ self.sn_u))
-        if np.all(np.isfinite(u)) and np.any(u):
-            self.sn_u[...] = u
+    def _power_vector(self, steps: int) -> np.ndarray:
+        """``sn_u`` refined by ``steps`` power-iteration steps on ``W`` (a new array)."""
+        W, u = self.params["W"], self.sn_u.copy()
+        for _ in range(steps):
+            nxt = _unit(W @ _unit(W.T @ u))
+            if not (np.all(np.isfinite(nxt)) and np.any(nxt)):
+                break
+            u = nxt
+        return u
 
-    def _scale(self) -> tuple[float, float]:
+    def _scale(self, u: np.ndarray) -> tuple[float, float]:
         """``(σ̂, s)`` with ``σ̂ = ‖Wᵀu‖₂`` and ``s = min(1, γ/σ̂)``."""
-        sigma = float(np.linalg.norm(self.params["W"].T @ self.sn_u))
+        sigma = float(np.linalg.norm(self.params["W"].T @ u))
         return sigma, (self.spectral_bound / sigma if sigma > self.spectral_bound else 1.0)
 
     def effective_weight(self) -> np.ndarray:
-        """The recurrent matrix the map uses, ``s·W`` (a new array)."""
-        return self.params["W"] * self._scale()[1]
+        """The recurrent matrix inference uses, ``s·W`` (a new array)."""
+        return self.params["W"] * self._scale(self._power_vector(self.power_iters))[1]
 
     # ------------------------------------------------------------------ training path
     def _buffers(self, n: int) -> dict[str, np.ndarray]:
@@ -260,15 +261,15 @@ class RecurrentNetwork:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Relax to ``h*`` and return the logits ``(N, C)``; caches what backward needs.
 
-        With ``training`` the power-iteration vector is refined first and dropout is on.
+        With ``training`` dropout is on and the refined power-iteration vector is kept.
         """
         p = self.params
         x = np.asarray(x, dtype=self.dtype)
         buf = self._buffers(x.shape[0])
+        u = self._power_vector(self.power_iters)
         if training:
-            for _ in range(self.power_iters):
-                self._power_step()
-        sigma, s = self._scale()
+            self.sn_u[...] = u
+        sigma, s = self._scale(u)
         np.multiply(p["W"], s, out=self._w_eff)
         np.matmul(x, p["U"], out=buf["xu"])
         buf["xu"] += p["b"]
@@ -290,7 +291,7 @@ class RecurrentNetwork:
             self._dropout.forward(readout_in, training=True)
         np.matmul(readout_in, p["R"], out=buf["logits"])
         buf["logits"] += p["c"]
-        self._cache = {"x": x, "h": h_star, "r": readout_in, "sigma": sigma, "s": s,
+        self._cache = {"x": x, "h": h_star, "r": readout_in, "u": u, "sigma": sigma, "s": s,
                        "dropped": readout_in is not h_star}
         self.last_residuals = {"forward": residuals, "backward": []}
         self._stats = {"forward_iterations": float(iters)}
@@ -328,7 +329,7 @@ class RecurrentNetwork:
         sigma, s = cache["sigma"], cache["s"]
         if s < 1.0:
             # through W_eff = (γ/σ̂) W: dL/dW = s (G - <G, W>/σ̂ · u vᵀ), v = Wᵀu/σ̂
-            u = self.sn_u
+            u = cache["u"]
             coef = float(np.vdot(g["W"], p["W"])) / sigma
             np.outer(u, (p["W"].T @ u) / sigma, out=self._rank1)
             self._rank1 *= coef
@@ -371,7 +372,7 @@ class RecurrentNetwork:
         """Logits ``(N, C)`` and the number of forward iterations; stateless."""
         p = self.params
         x = np.asarray(x, dtype=self.dtype)
-        s = self._scale()[1]
+        s = self._scale(self._power_vector(self.power_iters))[1]
         w_eff = p["W"] * s if s < 1.0 else p["W"]
         xu = x @ p["U"]
         xu += p["b"]
