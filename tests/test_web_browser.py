@@ -1,0 +1,127 @@
+"""The drawing page in a real headless Chromium (Debian's /usr/bin/chromium via Playwright).
+
+Draws a digit with mouse events, reads the answer, the per-class bars and the model-input
+preview off the page. ``OCR_SCREENSHOT=docs/screenshot.png`` (``make screenshot``) also saves
+the page, served with the shipped model when there is one, as the README's screenshot.
+"""
+
+import math
+import os
+
+import pytest
+from server_utils import REPO, digit_png, running_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SHIPPED_MODEL = REPO / "models" / "default"
+SCREENSHOT = os.environ.get("OCR_SCREENSHOT")
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} missing (`make test` installs it)", allow_module_level=True)
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def server(small_model_path, tmp_path_factory):
+    shipped = SHIPPED_MODEL.with_suffix(".json").exists()
+    model = str(SHIPPED_MODEL) if SCREENSHOT and shipped else small_model_path
+    with running_server(model, tmp_path_factory.mktemp("web"), workers=1) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page(viewport={"width": 900, "height": 560})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+    yield page
+    page.close()
+    assert errors == []
+
+
+def _draw_ring(page, steps: int = 40) -> None:
+    """A "0": an upright ellipse drawn as one mouse stroke on the canvas."""
+    box = page.locator("#canvas").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] * 0.2, box["height"] * 0.32
+    points = [(cx + rx * math.sin(2 * math.pi * i / steps),
+               cy - ry * math.cos(2 * math.pi * i / steps)) for i in range(steps + 2)]  # fmt: skip
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
+def _classes(server) -> list[str]:
+    return server.get("/v1/model").json()["classes"]
+
+
+def test_drawing_a_zero_shows_zero_with_bars_and_model_input(page, server):
+    _draw_ring(page)
+    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    assert page.locator("#result-text").text_content() == "0"
+    character = page.locator(".character")
+    assert character.count() == 1
+    bars = character.locator(".bar")
+    assert bars.count() == len(_classes(server))  # a confidence bar for every class
+    assert bars.first.get_attribute("data-char") == "0"
+    assert float(bars.first.get_attribute("data-p")) > 0.5
+    preview = character.locator(".seen canvas")
+    size = preview.evaluate("c => [c.width, c.height]")
+    info = server.get("/v1/model").json()["input"]
+    assert size == [info["width"], info["height"]]
+    if SCREENSHOT:
+        target = REPO / SCREENSHOT
+        target.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(target), full_page=True)
+
+
+_INK_PIXELS = "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data" \
+    ".filter((v, i) => i % 4 === 0 && v < 128).length"
+
+
+def test_pen_width_and_clear(page):
+    inked = {}
+    for width in ("6", "40"):
+        page.locator("#pen-width").fill(width)
+        _draw_ring(page)
+        page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+        inked[width] = page.locator("#canvas").evaluate(_INK_PIXELS)
+        page.locator("#clear").click()
+        assert page.locator("#result-text").text_content() == "–"
+        assert page.locator(".character").count() == 0
+        assert page.locator("#canvas").evaluate(_INK_PIXELS) == 0
+    assert inked["40"] > 3 * inked["6"] > 0
+
+
+def test_uploading_a_file_recognises_it(page, tmp_path):
+    path = tmp_path / "one.png"
+    path.write_bytes(digit_png("1", size=200))
+    page.locator("#upload").set_input_files(str(path))
+    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    assert page.locator("#result-text").text_content() == "1"
+
+
+def test_an_unreadable_upload_shows_the_error(page, tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"this is not a picture")
+    page.locator("#upload").set_input_files(str(path))
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "not a readable image" in page.locator("#status").text_content()
