@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OCR_PORT ?= 8000
 export OCR_PORT
 
-.PHONY: run test lint model bench clean browser-deps
+.PHONY: run test lint model bench clean browser-deps screenshot
 
 $(BIN)/ocr-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ browser-deps:
 	  echo "installing Debian chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+## Re-take docs/screenshot.png (shown in the README) in headless Chromium
+screenshot: $(VENV)/.dev-installed browser-deps
+	OCR_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_web_browser.py
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check ocr_service tests scripts
