@@ -307,3 +307,17 @@ def _run_predict(args: argparse.Namespace) -> None:
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """``ocr-predict``: print the recognised text of each image."""
     return _main(_run_predict, predict_parser(), argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ocr_service.cli {train,eval,predict} ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train_main, "eval": eval_main, "predict": predict_main}
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m ocr_service.cli {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,13 +8,13 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
-from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
-from ocr_service.model_store import save_model  # noqa: E402
-from ocr_service.training import TrainConfig, evaluate, train  # noqa: E402
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.model_store import save_model
+from ocr_service.training import TrainConfig, evaluate, train
 
 
 def train_small_model(out: Path, model: str = "mlp", epochs: int = 25, **options) -> Path:

@@ -1,0 +1,133 @@
+"""The console scripts end to end, in process (``*_main(argv)``) and as real commands."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ocr_service.cli import eval_main, predict_main, train_main
+from ocr_service.model_store import load_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "digits"
+    assert train_main(["--dataset", "digits", "--epochs", "20", "--hidden", "64",
+                       "--quiet", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_loadable_artifact_with_history_and_metrics(trained):
+    artifact = load_model(trained)
+    meta = artifact.metadata
+    assert meta["training"]["dataset"] == "digits"
+    assert len(meta["training"]["history"]) == meta["training"]["epochs"] == 20
+    assert meta["metrics"]["test_size"] == 359
+    assert meta["metrics"]["test_accuracy"] > 0.9
+    assert meta["training"]["config"]["hidden"] == [64]
+    assert 0 < artifact.reject_threshold < 1
+
+
+def test_train_prints_per_epoch_progress_and_the_test_accuracy(tmp_path, capsys):
+    assert train_main(["--dataset", "digits", "--epochs", "2", "--out",
+                       str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1" in out and "val_acc" in out
+    assert "test accuracy" in out and "held-out" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "digits", "--epochs", "0"], "positive"),
+    (["--dataset", "digits", "--hidden", "12,x"], "sizes"),
+    (["--dataset", "digits", "--lr", "-1"], "positive"),
+    (["--dataset", "mnist"], "invalid choice"),
+    (["--dataset", "idx"], "needs --data-dir"),
+    (["--dataset", "folder", "--data-dir", "/nonexistent/x"], "nonexistent"),
+    (["--dataset", "digits", "--val-split", "0.7"], "[0.0, 0.5)"),
+])
+def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args,
+                                                             message):
+    with pytest.raises(SystemExit) as exc_info:
+        code = train_main([*args, "--out", str(tmp_path / "m")])
+        raise SystemExit(code)
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_idx_data_exits_2(tmp_path, capsys):
+    data = tmp_path / "idx"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03garbage")
+    (data / "train-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01\x00")
+    assert train_main(["--dataset", "idx", "--data-dir", str(data),
+                       "--out", str(tmp_path / "m")]) == 2
+    assert "train-" in capsys.readouterr().err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_eval_prints_metrics_and_writes_report_plots(trained, tmp_path, capsys):
+    assert eval_main(["--model", str(trained), "--dataset", "digits",
+                      "--report", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "confusion matrix" in out and "precision" in out
+    for name in ("confusion.png", "learning_curve.png", "mistakes.png"):
+        with Image.open(tmp_path / "r" / name) as img:
+            assert img.size[0] > 100
+
+
+def test_eval_json_matches_the_stored_test_accuracy(trained, capsys):
+    assert eval_main(["--model", str(trained), "--dataset", "digits", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    stored = load_model(trained).metadata["metrics"]["test_accuracy"]
+    assert metrics["accuracy"] == pytest.approx(stored, abs=1e-6)
+    assert sum(map(sum, metrics["confusion"])) == 359
+
+
+def test_eval_refuses_a_dataset_of_another_input_scheme(trained, capsys):
+    assert eval_main(["--model", str(trained), "--dataset", "mnist5k"]) == 2
+    assert "scheme" in capsys.readouterr().err
+
+
+def test_eval_missing_model_exits_2(tmp_path, capsys):
+    assert eval_main(["--model", str(tmp_path / "none"), "--dataset", "digits"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def _digit_png(tmp_path, label: int = 7):
+    from ocr_service.datasets import load_dataset
+
+    ds = load_dataset("mnist5k")
+    index = int((ds.labels == label).nonzero()[0][-1])
+    path = tmp_path / f"digit{label}.png"
+    Image.fromarray((255 - ds.images[index] * 255).astype("uint8")).resize((112, 112)).save(
+        path)
+    return path
+
+
+def test_predict_reads_an_image_file_with_the_shipped_model_format(trained, tmp_path, capsys):
+    image = _digit_png(tmp_path)
+    assert predict_main(["--model", str(trained), "--json", str(image)]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["file"] == str(image)
+    assert len(line["characters"]) == 1 and line["text"] == line["characters"][0]["char"]
+
+
+def test_predict_reports_unreadable_files_and_exits_2(trained, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert predict_main(["--model", str(trained), str(bad), str(tmp_path / "gone.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.png: error" in err and "gone.png: error" in err
+
+
+def test_console_script_runs_as_a_real_command(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "ocr_service.cli", "train", "--dataset", "digits",
+         "--epochs", "1", "--quiet", "--out", str(tmp_path / "m")],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()

@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.training import (
+    TrainConfig,
+    calibrate_reject_threshold,
+    evaluate,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dataset = load_dataset("digits")
+    return dataset, split_dataset(dataset, seed=0)
+
+
+def test_default_config_reaches_98_percent_on_held_out_digits(digits):
+    dataset, splits = digits
+    result = train(TrainConfig(seed=0), splits.train, splits.val, len(dataset.classes))
+    assert evaluate(result.network, *splits.test)["accuracy"] >= 0.98
+    assert result.seconds < 30
+
+
+def test_same_seed_gives_bit_identical_weights(digits):
+    _, splits = digits
+    config = TrainConfig(seed=3, epochs=3, patience=0, dropout=0.2)
+    a = train(config, splits.train, splits.val, 10).network.state_dict()
+    b = train(config, splits.train, splits.val, 10).network.state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    c = train(TrainConfig(seed=4, epochs=3, patience=0), splits.train, splits.val, 10)
+    assert not np.array_equal(a["layer0.W"], c.network.state_dict()["layer0.W"])
+
+
+def test_early_stopping_restores_the_best_epoch(digits):
+    _, splits = digits
+    # a learning rate this high makes validation accuracy collapse after a few epochs
+    result = train(TrainConfig(epochs=40, patience=3, lr=0.5, schedule="constant",
+                               clip_norm=0.0), splits.train, splits.val, 10)
+    history = result.history
+    assert len(history) < 40
+    best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert result.best_epoch == best["epoch"]
+    assert evaluate(result.network, *splits.val)["accuracy"] == pytest.approx(
+        best["val_accuracy"])
+
+
+def test_patience_zero_runs_every_epoch(digits):
+    _, splits = digits
+    result = train(TrainConfig(epochs=4, patience=0), splits.train, splits.val, 10)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(
+        result.history[0])
+
+
+def test_training_without_validation_keeps_the_last_weights(digits):
+    _, splits = digits
+    result = train(TrainConfig(epochs=2, patience=5), splits.train, None, 10)
+    assert result.best_epoch == 2 and result.reject_threshold is None
+
+
+def test_sgd_with_nesterov_momentum_learns(digits):
+    _, splits = digits
+    config = TrainConfig(optimizer="sgd", lr=0.05, epochs=10, patience=0)
+    result = train(config, splits.train, splits.val, 10)
+    assert evaluate(result.network, *splits.test)["accuracy"] > 0.95
+
+
+def test_augmentation_changes_what_is_learned_and_still_learns():
+    dataset = load_dataset("mnist5k")
+    splits = split_dataset(dataset, seed=0)
+    pick = np.random.default_rng(0).permutation(len(splits.train[1]))[:1500]
+    subset = (splits.train[0][pick], splits.train[1][pick])
+    config = TrainConfig(epochs=6, patience=0, hidden=(128,))
+    plain = train(config, subset, None, 10)
+    config.augment = True
+    augmented = train(config, subset, None, 10)
+    assert not np.array_equal(plain.network.state_dict()["layer0.W"],
+                              augmented.network.state_dict()["layer0.W"])
+    assert evaluate(augmented.network, *splits.test)["accuracy"] > 0.85
+
+
+def test_reject_threshold_keeps_nearly_all_correct_answers(digits):
+    _, splits = digits
+    result = train(TrainConfig(epochs=10, patience=0), splits.train, splits.val, 10)
+    threshold = calibrate_reject_threshold(result.network, *splits.val)
+    assert threshold == result.reject_threshold
+    probs = result.network.predict_proba(splits.val[0].reshape(len(splits.val[0]), -1))
+    correct = probs.argmax(1) == splits.val[1]
+    kept = (probs.max(1) >= threshold)[correct].mean()
+    assert 0.98 <= kept <= 1.0
+    assert 0.0 < threshold < 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(model="cnn")])
+def test_bad_configs_raise_value_error(digits, bad):
+    _, splits = digits
+    with pytest.raises(ValueError):
+        train(TrainConfig(**bad), splits.train, splits.val, 10)
+
+
+def test_empty_training_split_is_an_error():
+    empty = (np.zeros((0, 8, 8), np.float32), np.zeros(0, np.int64))
+    with pytest.raises(ValueError, match="empty"):
+        train(TrainConfig(), empty, None, 10)
