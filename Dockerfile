@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# Handwriting OCR service. Build:  docker build -t ocr-service .
+# Run:    docker run --rm -p 8000:8000 ocr-service     (then open http://127.0.0.1:8000)
+
+# --- builder: wheels for the package (from this pyproject.toml) and all its dependencies
+FROM python:3.11.11-slim-bookworm AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY ocr_service/ ./ocr_service/
+RUN pip wheel --wheel-dir /wheels .
+
+# --- final: the runtime only (no compilers, no build tree), as an unprivileged user
+FROM python:3.11.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OCR_HOST=0.0.0.0 \
+    OCR_PORT=8000 \
+    OCR_MODEL_PATH=/models/default
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent ocr
+# The wheels are bind-mounted from the builder, so they never land in a layer.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels ocr-service
+COPY --chown=ocr:ocr models/ /models/
+VOLUME ["/models"]
+USER ocr
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('OCR_PORT', '8000'), timeout=3)"]
+CMD ["ocr-serve", "--host", "0.0.0.0"]
