@@ -28,6 +28,9 @@ REJECT = "?"
 # Above this many pixels the ink is found on a reduced copy: a phone photo at full
 # resolution costs ~100x the time and segments no better.
 _ANALYSIS_PIXELS = 1_000_000
+# Width/height at which a split needs no confidence gain (fitted on rendered held-out
+# strings); "multi" expects several characters, so it splits more readily.
+_SPLIT_ASPECT = {"auto": 1.4, "multi": 1.2, "single": np.inf}
 
 
 @dataclass(frozen=True)
@@ -119,24 +122,41 @@ class Predictor:
         segments = segment_ink(ink_from_gray(small), segment)
         if not segments:
             raise NoInkError("no ink found")
-        height, width = gray.shape
-        inputs = np.stack([normalize_character(s.ink, self._scheme) for s in segments])
+        # Whole segments and their candidate pieces go through the network in one batch.
+        candidates = [*segments, *(p for s in segments for p in s.pieces)]
+        inputs = np.stack([normalize_character(s.ink, self._scheme) for s in candidates])
         probs, stats = self.artifact.network.predict_proba_with_stats(
-            inputs.reshape(len(segments), -1)
+            inputs.reshape(len(candidates), -1)
         )
+        best = probs.max(axis=1)
+        log_best = np.log(np.maximum(best, 1e-12))
+        chosen: list[int] = []
+        start = len(segments)
+        for i, seg in enumerate(segments):
+            pieces = range(start, start + len(seg.pieces))
+            start += len(seg.pieces)
+            # A wide segment is several characters when its pieces read more confidently
+            # (geometric mean) than the whole, the more readily the wider it is.
+            _, _, w, h = seg.box
+            gain = log_best[pieces].mean() - log_best[i] if seg.pieces else -np.inf
+            if gain + w / h > _SPLIT_ASPECT[segment]:
+                chosen.extend(pieces)
+            else:
+                chosen.append(i)
+        height, width = gray.shape
         k = max(1, min(int(top_k), len(self._classes)))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         characters = []
-        for seg, p, idx, model_input in zip(segments, probs, order, inputs, strict=True):
-            best = float(p[idx[0]])
-            x, y, w, h = seg.box
+        for i in chosen:
+            p = probs[i]
+            order = np.argsort(-p, kind="stable")[:k]
+            x, y, w, h = candidates[i].box
             characters.append(CharacterResult(
-                char=self._classes[idx[0]] if best >= self._threshold else REJECT,
-                confidence=best,
+                char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
+                confidence=float(best[i]),
                 box=(x * factor, y * factor,
                      min(w * factor, width - x * factor), min(h * factor, height - y * factor)),
-                top=[(self._classes[i], float(p[i])) for i in idx],
-                model_input=model_input,
-                line=seg.line,
+                top=[(self._classes[j], float(p[j])) for j in order],
+                model_input=inputs[i],
+                line=candidates[i].line,
             ))
         return PredictionResult(characters, {k: float(v) for k, v in stats.items()})

@@ -7,7 +7,8 @@ characters), and the result is ordered left to right within lines, lines top to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 import numpy as np
@@ -16,16 +17,23 @@ from scipy import ndimage
 __all__ = ["MODES", "Segment", "segment_ink"]
 
 MODES = ("auto", "single", "multi")
+# Characters wider than this times their height may be several touching characters.
+WIDE = 0.8
 _EIGHT = np.ones((3, 3), bool)
 
 
 @dataclass(frozen=True)
 class Segment:
-    """One character: its ink (zero outside its own strokes), box and line number."""
+    """One character: its ink (zero outside its own strokes), box and line number.
+
+    ``pieces`` is the best split of a wide segment into several characters (empty when the
+    segment is not wide enough to hold two); the predictor keeps whichever reads better.
+    """
 
     ink: np.ndarray  # (h, w) float32, ink = 1
     box: tuple[int, int, int, int]  # (x, y, w, h) in ink-map pixels
     line: int
+    pieces: tuple[Segment, ...] = ()
 
 
 @dataclass
@@ -50,8 +58,8 @@ class _Group:
         self.labels += other.labels
 
 
-def _same_character(a: _Group, b: _Group) -> bool:
-    """Parts of one character overlap in columns and are close vertically."""
+def _overlapping(a: _Group, b: _Group) -> bool:
+    """Stacked parts of one character: shared columns, small vertical gap."""
     overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     if overlap < 0.5 * min(a.width, b.width):
         return False
@@ -59,13 +67,30 @@ def _same_character(a: _Group, b: _Group) -> bool:
     return gap <= 0.3 * max(a.height, b.height)
 
 
-def _merge(groups: list[_Group]) -> list[_Group]:
+def _adjacent(a: _Group, b: _Group, height: float) -> bool:
+    """Side-by-side parts of one broken character (``height``: the typical character's).
+
+    Separate characters leave a visible gap; the pieces of a broken stroke nearly touch.
+    A small fragment (a loose bar) may sit a little farther away.
+    """
+    rows = min(a.y1, b.y1) - max(a.y0, b.y0)
+    if rows < 0.3 * min(a.height, b.height):
+        return False
+    gap = max(a.x0, b.x0) - min(a.x1, b.x1)
+    width = max(a.x1, b.x1) - min(a.x0, b.x0)
+    tall = max(a.y1, b.y1) - min(a.y0, b.y0)
+    if min(a.height, b.height) < 0.5 * height:
+        return gap <= 0.1 * height and width <= 1.4 * tall
+    return gap <= 0.04 * height and width <= 0.9 * tall
+
+
+def _merge(groups: list[_Group], same: Callable[[_Group, _Group], bool]) -> list[_Group]:
     merged = True
     while merged:
         merged = False
         for i, a in enumerate(groups):
             for j in range(i + 1, len(groups)):
-                if _same_character(a, groups[j]):
+                if same(a, groups[j]):
                     a.absorb(groups.pop(j))
                     merged = True
                     break
@@ -89,17 +114,15 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
     return [sorted(members, key=lambda g: g.x0) for _, _, members in lines]
 
 
-def _cuts(ink: np.ndarray, max_aspect: float) -> list[int]:
-    """Column indices where a too-wide piece of ink is split, at projection minima."""
+def _cuts(ink: np.ndarray) -> list[int]:
+    """Columns where a wide piece of ink would be split, at column-projection minima."""
     h, w = ink.shape
-    if w <= max_aspect * h:
-        return []
-    parts = max(2, round(w / (0.8 * h)))
+    parts = max(2, round(w / (0.75 * h)))
     profile = ndimage.uniform_filter1d(ink.sum(axis=0), size=max(1, h // 10))
     cuts = []
     for k in range(1, parts):
         centre = k * w / parts
-        lo, hi = int(centre - 0.2 * w / parts), int(centre + 0.2 * w / parts) + 1
+        lo, hi = int(centre - 0.25 * w / parts), int(centre + 0.25 * w / parts) + 1
         cuts.append(lo + int(np.argmin(profile[lo:hi])))
     return cuts
 
@@ -114,11 +137,18 @@ def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
     return Segment(crop, box, line)
 
 
+def _pieces(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[Segment, ...]:
+    bounds = [0, *_cuts(own), own.shape[1]]
+    pieces = (_crop(own[:, a:b], x0 + a, y0, line) for a, b in pairwise(bounds))
+    return tuple(p for p in pieces if p is not None)
+
+
 def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
-    ``single``: all ink is one character. ``multi``: components, merged and split.
-    ``auto``: like ``multi``, but one component group is split only when it is very wide.
+    ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
+    merged into characters, with a candidate split (``Segment.pieces``) for any character
+    wider than ``WIDE`` times its height.
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
@@ -131,16 +161,18 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         for i, s in enumerate(ndimage.find_objects(labels))
         if s is not None
     ]
-    groups = _merge(groups)
-    max_aspect = 1.6 if mode == "auto" and len(groups) == 1 else 1.15
+    groups = _merge(groups, _overlapping)
+    height = float(np.median([g.height for g in groups]))
+    groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
     segments = []
     for line_no, line in enumerate(_lines(groups)):
         for g in line:
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
             own = np.where(np.isin(region, g.labels), ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
-            bounds = [0, *_cuts(own, max_aspect), g.width]
-            for a, b in pairwise(bounds):
-                piece = _crop(own[:, a:b], g.x0 + a, g.y0, line_no)
-                if piece is not None:
-                    segments.append(piece)
+            seg = _crop(own, g.x0, g.y0, line_no)
+            if seg is None:
+                continue
+            if g.width > WIDE * g.height:
+                seg = replace(seg, pieces=_pieces(own, g.x0, g.y0, line_no))
+            segments.append(seg)
     return segments
