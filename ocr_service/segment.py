@@ -59,12 +59,13 @@ class _Group:
 
 
 def _overlapping(a: _Group, b: _Group) -> bool:
-    """Stacked parts of one character: shared columns, small vertical gap."""
+    """Stacked parts of one character (a 5's bar, an i's dot): shared columns, a small
+    vertical gap, and mostly one above the other rather than side by side."""
     overlap = min(a.x1, b.x1) - max(a.x0, b.x0)
     if overlap < 0.5 * min(a.width, b.width):
         return False
     gap = max(a.y0, b.y0) - min(a.y1, b.y1)
-    return gap <= 0.3 * max(a.height, b.height)
+    return -0.5 * min(a.height, b.height) <= gap <= 0.3 * max(a.height, b.height)
 
 
 def _adjacent(a: _Group, b: _Group, height: float) -> bool:

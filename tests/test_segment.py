@@ -1,0 +1,91 @@
+"""Several characters in one ink map: merging, splitting, reading order, boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from renderings import render_string
+
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.preprocess import decode_image, ink_from_gray
+from ocr_service.segment import segment_ink
+
+
+def _page(*rects: tuple[int, int, int, int], shape=(120, 400)) -> np.ndarray:
+    """Ink map with filled rectangles ``(x, y, w, h)``."""
+    ink = np.zeros(shape, np.float32)
+    for x, y, w, h in rects:
+        ink[y : y + h, x : x + w] = 1.0
+    return ink
+
+
+def test_separate_characters_come_left_to_right_with_their_boxes():
+    rects = [(300, 30, 20, 60), (20, 25, 30, 60), (150, 35, 25, 60)]
+    segments = segment_ink(_page(*rects), "multi")
+    assert [s.box for s in segments] == sorted(rects)
+    assert all(s.line == 0 for s in segments)
+    assert all(s.ink.shape == (s.box[3], s.box[2]) for s in segments)
+
+
+def test_parts_of_one_character_are_merged():
+    broken_five = [(50, 20, 30, 8), (50, 32, 30, 50)]  # top bar, 4 px gap, body
+    dotted_i = [(200, 20, 8, 8), (200, 40, 8, 45)]
+    segments = segment_ink(_page(*broken_five, *dotted_i), "multi")
+    assert [s.box for s in segments] == [(50, 20, 30, 62), (200, 20, 8, 65)]
+
+
+def test_ink_of_a_neighbour_reaching_into_the_box_is_left_out():
+    # A long tail of the first character passes under the second one's box.
+    ink = _page((20, 20, 20, 60), (20, 75, 110, 5), (100, 10, 20, 55))
+    first, second = segment_ink(ink, "multi")
+    assert second.box == (100, 10, 20, 55)
+    assert second.ink.sum() == 20 * 55
+    assert first.box == (20, 20, 110, 60)
+
+
+def test_lines_are_read_top_to_bottom():
+    ink = _page((200, 10, 20, 40), (20, 12, 20, 40), (30, 80, 20, 40), (150, 78, 20, 40),
+                shape=(140, 300))
+    segments = segment_ink(ink, "auto")
+    assert [(s.line, s.box[0]) for s in segments] == [(0, 20), (0, 200), (1, 30), (1, 150)]
+
+
+def test_a_wide_component_offers_a_split_at_the_thinnest_column():
+    # Two blobs joined by a thin bridge at x = 60..70.
+    ink = _page((10, 20, 50, 60), (60, 48, 10, 4), (70, 20, 50, 60))
+    (segment,) = segment_ink(ink, "auto")
+    assert segment.box == (10, 20, 110, 60)
+    left, right = segment.pieces
+    assert 55 <= left.box[0] + left.box[2] <= 75
+    assert left.box[0] == 10 and right.box[0] + right.box[2] == 120
+
+
+def test_a_narrow_character_offers_no_split():
+    (segment,) = segment_ink(_page((10, 10, 40, 80)), "multi")
+    assert segment.pieces == ()
+
+
+def test_single_mode_treats_all_ink_as_one_character():
+    (segment,) = segment_ink(_page((20, 20, 20, 60), (200, 30, 30, 50)), "single")
+    assert segment.box == (20, 20, 210, 60)
+    assert segment.pieces == ()
+
+
+def test_unknown_mode_is_a_value_error():
+    with pytest.raises(ValueError, match="segment mode"):
+        segment_ink(_page((5, 5, 5, 5)), "columns")
+
+
+def test_rendered_digit_strings_segment_into_their_digits():
+    images, _ = split_dataset(load_dataset("mnist5k"), seed=0, test_fraction=0.2).test
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        idx = rng.choice(len(images), size=5, replace=False)
+        rendered = render_string(images[idx], rng, touching=0.0)
+        segments = segment_ink(ink_from_gray(decode_image(rendered.data)), "auto")
+        assert len(segments) == 5
+        for seg, (x, y, w, h) in zip(segments, rendered.boxes, strict=True):
+            sx, sy, sw, sh = seg.box  # within a tenth of the height of where it was drawn
+            tolerance = 0.1 * h
+            assert abs(sx - x) <= tolerance and abs(sy - y) <= tolerance
+            assert abs(sx + sw - x - w) <= tolerance and abs(sy + sh - y - h) <= tolerance
