@@ -113,3 +113,12 @@ def test_multipart_uploads_never_touch_the_disk(small_model_path, monkeypatch):
 @pytest.mark.parametrize("path", ["/healthz", "/v1/model", "/metrics", "/openapi.json", "/"])
 def test_every_get_route_answers(small_model_path, path):
     assert _app(small_model_path).test_client().get(path).status_code == 200
+
+
+def test_too_many_multipart_parts_is_413_before_decoding(small_model_path):
+    app = _app(small_model_path, max_batch=2)
+    fields = {f"field{i}": "x" for i in range(app.extensions["ocr"].settings.max_form_parts + 1)}
+    fields["image"] = (io.BytesIO(digit_png()), "a.png")
+    response = app.test_client().post("/v1/predict/batch", data=fields)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_large"
