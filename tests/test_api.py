@@ -269,3 +269,21 @@ def test_metrics_count_requests_and_predictions(client):
     assert f'ocr_predictions_total{{char="{char}"}} 2.0' in text
     assert 'ocr_http_request_duration_seconds_count{route="/v1/predict",status="200"} 2.0' in text
     assert "ocr_model_info{" in text
+
+
+def test_recurrent_models_report_fixed_point_iterations(tmp_path, model_copy):
+    from ocr_service.model_store import load_model, save_model
+    from ocr_service.nn.recurrent import RecurrentNetwork
+
+    meta = load_model(model_copy).metadata
+    n_inputs = meta["input"]["height"] * meta["input"]["width"]
+    path = tmp_path / "rbp"
+    save_model(path, RecurrentNetwork.build(n_inputs, 10, hidden=(16,)),
+               {"classes": meta["classes"], "input": meta["input"]})  # fmt: skip
+    client = create_app({"model_path": str(path)}).test_client()
+    assert client.get("/v1/model").get_json()["kind"] == "rbp"
+    for _ in range(2):
+        assert client.post("/v1/predict", data=PNG, content_type="image/png").status_code == 200
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "ocr_fixed_point_iterations_count 2.0" in text
+    assert 'ocr_model_info{kind="rbp"' in text
