@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["RENDERINGS", "DigitString", "render_string"]
+__all__ = ["RENDERINGS", "DigitString", "inside_and_covering", "render_string"]
 
 Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
 
@@ -138,3 +138,12 @@ def render_string(
         boxes.append((xi, y, cw, ch))
         x += cw + (float(gaps[i]) if i < len(gaps) else 0.0)
     return DigitString(_encode(Image.fromarray(_u8(1.0 - canvas), mode="L"), "PNG"), boxes)
+
+
+def inside_and_covering(box: tuple[int, int, int, int], drawn: tuple[int, int, int, int]) -> bool:
+    """``box`` lies within ``drawn`` (3 px slack) and covers most of it; less than all of it
+    because stray MNIST specks inside ``drawn`` are rightly dropped."""
+    x, y, w, h = box
+    dx, dy, dw, dh = drawn
+    within = x >= dx - 3 and y >= dy - 3 and x + w <= dx + dw + 3 and y + h <= dy + dh + 3
+    return within and w * h >= 0.6 * dw * dh

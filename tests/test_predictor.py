@@ -1,0 +1,191 @@
+"""Predictor: uploads -> characters with confidence, top-k, boxes, and the "?" reject."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
+
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.model_store import load_model, save_model
+from ocr_service.predictor import REJECT, Predictor
+from ocr_service.preprocess import NoInkError
+from ocr_service.training import TrainConfig, train
+
+
+@pytest.fixture(scope="session")
+def mnist_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small real MNIST-scheme MLP trained on the mnist5k training split (a few seconds)."""
+    dataset = load_dataset("mnist5k")
+    splits = split_dataset(dataset, seed=0, test_fraction=0.2)
+    config = TrainConfig(hidden=(128,), epochs=12, patience=0, dropout=0.0)
+    result = train(config, splits.train, splits.val, len(dataset.classes))
+    path = tmp_path_factory.mktemp("models") / "mnist-mlp"
+    save_model(path, result.network, {
+        "name": "mnist-mlp",
+        "classes": dataset.classes,
+        "input": {"height": 28, "width": 28, "scheme": "mnist"},
+        "calibration": {"reject_threshold": result.reject_threshold},
+    })
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def predictor(mnist_model_path: str) -> Predictor:
+    return Predictor(load_model(mnist_model_path))
+
+
+@pytest.fixture(scope="module")
+def confident(predictor: Predictor) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out digits the model reads right with p > 0.95 as plain arrays: (N, 28, 28), labels."""
+    images, labels = split_dataset(load_dataset("mnist5k"), seed=0, test_fraction=0.2).test
+    probs = predictor.artifact.network.predict_proba(images.reshape(len(images), -1))
+    keep = (probs.argmax(axis=1) == labels) & (probs.max(axis=1) > 0.95)
+    return images[keep], labels[keep]
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_every_rendering_gives_the_same_answer_as_the_array(predictor, confident):
+    images, labels = confident
+    rng = np.random.default_rng(0)
+    for digit, label in zip(images[:20], labels[:20], strict=True):
+        for render in RENDERINGS.values():
+            result = predictor.predict_bytes(render(digit, rng))
+            assert [c.top[0][0] for c in result.characters] == [str(label)]
+
+
+def test_digit_strings_are_read_in_order_with_their_boxes(predictor, confident):
+    images, labels = confident
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        idx = rng.choice(len(labels), size=5, replace=False)
+        rendered = render_string(images[idx], rng, touching=0.0)
+        result = predictor.predict_bytes(rendered.data)
+        assert result.text == "".join(str(v) for v in labels[idx])
+        for char, drawn in zip(result.characters, rendered.boxes, strict=True):
+            assert inside_and_covering(char.box, drawn)
+
+
+def test_lines_are_joined_with_newlines(predictor, confident):
+    images, labels = confident
+    rng = np.random.default_rng(2)
+    first = np.asarray(Image.open(io.BytesIO(render_string(images[:3], rng, touching=0.0).data)))
+    second = np.asarray(Image.open(io.BytesIO(render_string(images[3:5], rng, touching=0.0).data)))
+    width = max(first.shape[1], second.shape[1])
+    page = np.full((first.shape[0] + second.shape[0], width), 255, np.uint8)
+    page[: first.shape[0], : first.shape[1]] = first
+    page[first.shape[0] :, : second.shape[1]] = second
+    text = predictor.predict_bytes(_encode(Image.fromarray(page), "PNG")).text
+    assert text == "".join(map(str, labels[:3])) + "\n" + "".join(map(str, labels[3:5]))
+
+
+def test_single_mode_reads_everything_as_one_character(predictor, confident):
+    images, _ = confident
+    rendered = render_string(images[:3], np.random.default_rng(3), touching=0.0)
+    result = predictor.predict_bytes(rendered.data, segment="single")
+    (char,) = result.characters
+    left, right = rendered.boxes[0], rendered.boxes[-1]
+    assert char.box[0] <= left[0] + 3 and char.box[0] + char.box[2] >= right[0] + right[2] - 3
+
+
+def test_blank_pages_and_noise_never_give_a_confident_digit(predictor):
+    rng = np.random.default_rng(4)
+    uploads = [
+        np.full((200, 300), 250, np.uint8),
+        rng.integers(0, 256, (120, 120), dtype=np.uint8),
+        np.clip(rng.normal(200, 25, (240, 320)), 0, 255).astype(np.uint8),
+        (np.linspace(60, 230, 500)[None, :] + rng.normal(0, 3, (400, 500))).astype(np.uint8),
+    ]
+    for array in uploads:
+        try:
+            result = predictor.predict_bytes(_encode(Image.fromarray(array), "JPEG"))
+        except NoInkError:
+            continue
+        assert set(result.text) <= {REJECT}
+
+
+def test_answers_below_the_calibrated_threshold_are_rejected(predictor, confident):
+    digit = confident[0][0]
+    data = white_on_black_png(digit, np.random.default_rng(0))
+    artifact = predictor.artifact
+    strict = dataclasses.replace(
+        artifact, metadata={**artifact.metadata, "calibration": {"reject_threshold": 1.01}}
+    )
+    (char,) = Predictor(strict).predict_bytes(data).characters
+    assert char.char == REJECT
+    assert char.top[0][0] == str(confident[1][0])  # the best guess is still reported
+    lenient = dataclasses.replace(artifact, metadata={**artifact.metadata, "calibration": {}})
+    assert Predictor(lenient).predict_bytes(data).text == str(confident[1][0])
+
+
+def test_top_k_and_the_json_shape(predictor, confident):
+    data = white_on_black_png(confident[0][1], np.random.default_rng(0))
+    result = predictor.predict_bytes(data, top_k=3)
+    (char,) = result.characters
+    probs = [p for _, p in char.top]
+    assert len(char.top) == 3 and probs == sorted(probs, reverse=True)
+    assert char.top[0] == (char.char, char.confidence) and sum(probs) <= 1.0 + 1e-6
+    assert len(predictor.predict_bytes(data, top_k=50).characters[0].top) == 10
+
+    body = result.to_dict()
+    assert set(body) == {"text", "characters"}
+    assert set(body["characters"][0]) == {"char", "confidence", "box", "top"}
+    assert body["characters"][0]["top"][0] == {"char": char.char, "p": pytest.approx(probs[0])}
+    with_input = result.to_dict(include_inputs=True)["characters"][0]["input"]
+    assert np.array(with_input).shape == (28, 28)
+    np.testing.assert_allclose(with_input, char.model_input, atol=5e-4)
+
+
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(predictor, confident):
+    digit, label = confident[0][2], confident[1][2]
+    page = np.full((1800, 2400), 235, np.uint8)
+    big = Image.fromarray(((1 - digit) * 255).astype(np.uint8)).resize((560, 560))
+    page[900:1460, 1500:2060] = np.minimum(page[900:1460, 1500:2060], np.asarray(big))
+    ys, xs = np.nonzero(page < 200)
+    result = predictor.predict_bytes(_encode(Image.fromarray(page), "PNG"))
+    (char,) = result.characters
+    assert char.char == str(label)
+    x, y, w, h = char.box
+    assert abs(x - xs.min()) <= 12 and abs(y - ys.min()) <= 12
+    assert abs(x + w - xs.max()) <= 12 and abs(y + h - ys.max()) <= 12
+
+
+def test_concurrent_requests_match_sequential_ones(predictor, confident):
+    rng = np.random.default_rng(5)
+    uploads = [RENDERINGS[name](confident[0][i], rng)
+               for i in range(8) for name in sorted(RENDERINGS)]
+    expected = [predictor.predict_bytes(u).to_dict(include_inputs=True) for u in uploads]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda u: predictor.predict_bytes(u).to_dict(True), uploads))
+    assert got == expected
+
+
+def test_an_optdigits_model_reads_uploads_through_its_own_scheme(small_model_path):
+    predictor = Predictor.from_path(small_model_path)
+    assert predictor.artifact.scheme == "optdigits"
+    digits = load_dataset("digits")
+    _, test = split_dataset(digits, seed=0).train, split_dataset(digits, seed=0).test
+    correct = 0
+    for image, label in zip(test[0][:40], test[1][:40], strict=True):
+        big = Image.fromarray(image, mode="F").resize((160, 160), Image.Resampling.BICUBIC)
+        page = np.zeros((240, 240), np.float32)
+        page[40:200, 40:200] = np.clip(np.asarray(big), 0.0, 1.0)
+        gray = Image.fromarray((255 * (1.0 - page)).astype(np.uint8))
+        result = predictor.predict_bytes(_encode(gray, "PNG"))
+        correct += result.characters[0].top[0][0] == digits.classes[label]
+    assert correct >= 32
+
+
+def test_from_path_defaults_to_the_configured_model(monkeypatch, mnist_model_path):
+    monkeypatch.setenv("OCR_MODEL_PATH", mnist_model_path)
+    assert Predictor.from_path().artifact.name == "mnist-mlp"
