@@ -108,10 +108,16 @@ def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
     )
 
 
-def _merged(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
-    """Options from the query string, overridden by those in the body."""
-    merged = {k: first.get(k) for k in first}
-    merged.update({k: second.get(k) for k in second if k != "image"})
+def _merged(query: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """Options from the query string and the body; one given in both must agree."""
+    merged = {k: query.get(k) for k in query}
+    for key in body:
+        if key == "image":
+            continue
+        value = body.get(key)
+        if key in merged and str(merged[key]) != str(value):
+            raise ApiError(400, "bad_parameter", f"{key} differs between query and body")
+        merged[key] = value
     return merged
 
 

@@ -246,7 +246,8 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                         "image": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "maxItems": settings.max_batch,
+                            "minItems": 1,
+                            "description": f"at most {settings.max_batch} images (413 beyond)",
                         },
                         **_OPTION_PROPERTIES,
                     },

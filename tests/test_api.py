@@ -63,6 +63,15 @@ def test_json_base64_and_data_url(client, prefix):
     _assert_prediction(response.get_json(), top_k=1)
 
 
+def test_an_option_in_query_and_body_must_agree(client):
+    form = {"image": (io.BytesIO(PNG), "digit.png"), "top_k": "2"}
+    assert client.post("/v1/predict?top_k=2", data=form).status_code == 200
+    form["image"] = (io.BytesIO(PNG), "digit.png")
+    response = client.post("/v1/predict?top_k=0", data=form)
+    assert response.status_code == 400
+    assert "top_k differs between query and body" in response.get_json()["error"]["message"]
+
+
 def test_all_forms_give_the_same_answer(client):
     raw = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()
     form = client.post("/v1/predict", data={"image": (io.BytesIO(PNG), "a.png")}).get_json()
