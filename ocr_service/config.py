@@ -55,7 +55,7 @@ class Settings:
     max_pixels: int = 16_000_000
     #: images per ``POST /v1/predict/batch`` (413 beyond it)
     max_batch: int = 64
-    #: gunicorn access log target: "-" = stderr, a file path, or empty for none
+    #: gunicorn access log target: "-" = stdout, a file path, or empty for none
     access_log: str = "-"
 
     @property

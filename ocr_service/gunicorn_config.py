@@ -19,6 +19,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import glob  # noqa: E402
+import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -88,7 +89,14 @@ def _ocr_service(server):
 
 
 def on_starting(server) -> None:
-    """Master, once: start from an empty metrics directory (stale samples of a past run)."""
+    """Master, once: the service logs through gunicorn's error log; empty metrics directory."""
+    service_log = logging.getLogger("ocr_service")
+    service_log.handlers = list(server.log.error_log.handlers)
+    service_log.setLevel(logging.INFO)
+    service_log.propagate = False
+    holder = _ocr_service(server).holder  # preloaded before this hook ran, so say it now
+    service_log.info("model %s: %s", holder.path, holder.last_reload)
+    # stale samples of a past run would be summed with ours
     directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.makedirs(directory, exist_ok=True)
     for path in glob.glob(os.path.join(directory, "*.db")):
