@@ -171,6 +171,17 @@ def _otsu(values: np.ndarray, top: float) -> float:
     return float((np.argmax(between) + 1) * (top / 256.0))
 
 
+def _quantiles(values: np.ndarray, *qs: float) -> list[float]:
+    """Lower order statistics at fractions ``qs`` of a 1-D array (no interpolation).
+
+    One ``np.partition`` call: ``np.percentile`` costs ~25 us each on a 28x28 upload.
+    """
+    flat = values.ravel()
+    ks = [min(int(q * flat.size), flat.size - 1) for q in qs]
+    part = np.partition(flat, ks)
+    return [float(part[k]) for k in ks]
+
+
 def _background(x: np.ndarray) -> np.ndarray | np.float32:
     """Local paper level of ``x`` (ink high): min over 3x3 blocks of block medians.
 
@@ -179,7 +190,7 @@ def _background(x: np.ndarray) -> np.ndarray | np.float32:
     """
     h, w = x.shape
     if min(h, w) < 64:
-        return np.float32(np.median(x))
+        return np.float32(_quantiles(x, 0.5)[0])
     block = max(8, min(h, w) // 10)
     gh, gw = h // block, w // block
     blocks = x[: gh * block, : gw * block].reshape(gh, block, gw, block)
@@ -197,8 +208,8 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     """
     gray = np.asarray(gray, dtype=np.float32)
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    paper = float(np.median(border))
-    low, high = np.percentile(gray, [0.1, 99.9])
+    (paper,) = _quantiles(border, 0.5)
+    low, high = _quantiles(gray, 0.001, 0.999)
     x = gray if high - paper > paper - low else 1.0 - gray
     x = x - _background(x)
 
@@ -208,9 +219,9 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     otsu = _otsu(x[x > 0], top)
     # Robust noise level (MAD) of the paper class, floored so clean synthetic images work.
     paper_values = x[x <= otsu]
-    sigma = max(1.4826 * float(np.median(np.abs(paper_values))), 0.004)
+    sigma = max(1.4826 * _quantiles(np.abs(paper_values), 0.5)[0], 0.004)
     strong = x > max(otsu, 4.0 * sigma)
-    ink_level = float(np.percentile(x[strong], 75)) if strong.any() else 0.0
+    ink_level = _quantiles(x[strong], 0.75)[0] if strong.any() else 0.0
     if ink_level < min_contrast or ink_level < 8.0 * sigma:
         raise NoInkError("no ink found: the image looks blank or like noise")
 
@@ -265,7 +276,11 @@ def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
     area = int(mask.sum())
     if area == 0:
         return crop
-    boundary = int((mask & ~ndimage.binary_erosion(mask)).sum())
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
+    padded[1:-1, 1:-1] = mask
+    interior = (mask & padded[:-2, 1:-1] & padded[2:, 1:-1]
+                & padded[1:-1, :-2] & padded[1:-1, 2:])
+    boundary = area - int(interior.sum())
     width = 2.0 * area / max(boundary, 1)
     missing = target * max(crop.shape) - width
     if missing < 1.0:
