@@ -45,6 +45,8 @@ def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]
     """``top_k`` (1..n_classes), ``segment`` and ``include_input`` from a request's fields."""
     raw_k = source.get("top_k", min(DEFAULT_TOP_K, n_classes))
     try:
+        if isinstance(raw_k, (bool, float)):  # JSON true / 2.5 are not counts
+            raise ValueError
         top_k = int(raw_k)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_parameter", f"top_k must be an integer, got {raw_k!r}") from None

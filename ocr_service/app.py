@@ -1,7 +1,7 @@
 """Flask application factory: settings, limits, the model holder, metrics and error handling.
 
 ``create_app`` loads the model once (under gunicorn: once in the master, before the workers
-fork, so they share its pages). Every error leaves through ``_error_response`` as
+fork, so they share its pages). Every error leaves through ``_json_error`` as
 ``{"error": {"code", "message"}}`` JSON; nothing a client sends produces a 500 or HTML.
 """
 

@@ -63,6 +63,14 @@ def test_json_base64_and_data_url(client, prefix):
     _assert_prediction(response.get_json(), top_k=1)
 
 
+@pytest.mark.parametrize("top_k", [2.5, True, None, "2x"])
+def test_json_top_k_must_be_an_integer(client, top_k):
+    response = client.post("/v1/predict", json={"image": base64.b64encode(PNG).decode(),
+                                                "top_k": top_k})  # fmt: skip
+    assert response.status_code == 400
+    assert "top_k must be an integer" in response.get_json()["error"]["message"]
+
+
 def test_an_option_in_query_and_body_must_agree(client):
     form = {"image": (io.BytesIO(PNG), "digit.png"), "top_k": "2"}
     assert client.post("/v1/predict?top_k=2", data=form).status_code == 200
