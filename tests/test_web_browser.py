@@ -55,13 +55,18 @@ def page(browser, server):
     assert errors == []
 
 
-def _draw_ring(page, steps: int = 40) -> None:
-    """A "0": an upright ellipse drawn as one mouse stroke on the canvas."""
+def _ring_points(page, steps: int = 40) -> list[tuple[float, float]]:
+    """A "0": an upright ellipse on the canvas, in page coordinates."""
     box = page.locator("#canvas").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     rx, ry = box["width"] * 0.2, box["height"] * 0.32
-    points = [(cx + rx * math.sin(2 * math.pi * i / steps),
-               cy - ry * math.cos(2 * math.pi * i / steps)) for i in range(steps + 2)]  # fmt: skip
+    return [(cx + rx * math.sin(2 * math.pi * i / steps),
+             cy - ry * math.cos(2 * math.pi * i / steps)) for i in range(steps + 2)]  # fmt: skip
+
+
+def _draw_ring(page) -> None:
+    """Draw the ring as one mouse stroke."""
+    points = _ring_points(page)
     page.mouse.move(*points[0])
     page.mouse.down()
     for x, y in points[1:]:
@@ -109,6 +114,21 @@ def test_pen_width_and_clear(page):
         assert page.locator(".character").count() == 0
         assert page.locator("#canvas").evaluate(_INK_PIXELS) == 0
     assert inked["40"] > 3 * inked["6"] > 0
+
+
+def test_drawing_with_a_finger(browser, server):
+    context = browser.new_context(has_touch=True, viewport={"width": 900, "height": 560})
+    page = context.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+    touch = context.new_cdp_session(page)
+    points = _ring_points(page)
+    for kind, (x, y) in [("touchStart", points[0])] + [("touchMove", p) for p in points[1:]]:
+        touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    assert page.locator("#result-text").text_content() == "0"
+    context.close()
 
 
 def test_uploading_a_file_recognises_it(page, tmp_path):
