@@ -98,15 +98,19 @@ def test_every_documented_client_error(server):
     big_image = digit_png("1", size=1100, fmt="PNG")  # 1.21 MP > OCR_MAX_PIXELS
     post, get = server.post, server.get
     reload_url = "/v1/admin/reload"
+    as_json, as_text = {"Content-Type": "application/json"}, {"Content-Type": "text/plain"}
     cases = [
         (400, "bad_image", post("/v1/predict", data=b"\x89PNG\r\n\x1a\n junk", headers=raw)),
         (400, "bad_parameter", post("/v1/predict?top_k=99", data=PNG, headers=raw)),
         (400, "missing_image", post("/v1/predict", data=b"", headers=raw)),
+        (400, "bad_json", post("/v1/predict", data=b"{", headers=as_json)),
+        (400, "bad_base64", post("/v1/predict", json={"image": "!!"})),
         (404, "not_found", get("/v2/predict")),
         (405, "method_not_allowed", get("/v1/predict")),
         (413, "too_large", post("/v1/predict", data=b"\0" * 400_000, headers=raw)),
         (413, "too_large", post("/v1/predict", data=big_image, headers=raw)),
         (415, "unsupported_media_type", post("/v1/predict", data=b"%!PS-Adobe-3.0\n", headers=raw)),
+        (415, "unsupported_media_type", post("/v1/predict", data=b"1", headers=as_text)),
         (422, "no_ink", post("/v1/predict", data=digit_png("blank"), headers=raw)),
         (401, "unauthorized", post(reload_url)),
         (403, "forbidden", post(reload_url, headers={"Authorization": "Bearer nope"})),
