@@ -200,16 +200,32 @@ def _background(x: np.ndarray) -> np.ndarray | np.float32:
     return ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)[:h, :w]
 
 
+def _frames(labels: np.ndarray, n: int) -> np.ndarray:
+    """Components (bool per label, 0..n) that are the frame of a photographed page.
+
+    A table or shadow around the paper leaves a band touching three or four image sides.
+    It only counts as a frame when some other ink touches no side: a tightly cropped
+    character may touch every side, and then it is all there is.
+    """
+    sides = np.zeros(n + 1, np.intp)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        sides[np.unique(edge)] += 1
+    sides[0] = -1
+    frame = sides >= 3
+    if not frame.any() or not (sides == 0).any():
+        return np.zeros(n + 1, bool)
+    return frame
+
+
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
 
-    Polarity comes from the image: the border's median is paper, and ink is whichever extreme
-    lies farther from it. Raises ``NoInkError`` for blank pages, noise and low-contrast photos.
+    Polarity comes from the image: the median is paper (ink covers far less than half of a
+    page), and ink is whichever extreme lies farther from it. Raises ``NoInkError`` for blank
+    pages, noise and low-contrast photos.
     """
     gray = np.asarray(gray, dtype=np.float32)
-    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    (paper,) = _quantiles(border, 0.5)
-    low, high = _quantiles(gray, 0.001, 0.999)
+    low, paper, high = _quantiles(gray, 0.001, 0.5, 0.999)
     x = gray if high - paper > paper - low else 1.0 - gray
     x = x - _background(x)
 
@@ -229,6 +245,7 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     labels, n = ndimage.label(weak, structure=np.ones((3, 3), bool))
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
+    strong_area[_frames(labels, n)] = 0
     min_area = max(3.0, 1e-4 * gray.size, 0.04 * strong_area.max())
     keep = strong_area >= min_area
     if not keep.any():

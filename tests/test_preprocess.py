@@ -178,6 +178,17 @@ def test_sixteen_bit_png_is_rescaled_not_clipped(held_out):
     np.testing.assert_allclose(decode_image(data), digit, atol=1 / 255)
 
 
+def test_a_page_photographed_on_a_dark_table_is_read_from_the_page(held_out):
+    digit = held_out[0][8]
+    rng = np.random.default_rng(0)
+    photo = np.full((600, 800), 0.25, np.float32) + rng.normal(0, 0.02, (600, 800))
+    photo[60:560, 120:700] = 0.92  # the sheet of paper, table visible all around
+    big = Image.fromarray(digit, mode="F").resize((200, 200), Image.Resampling.BICUBIC)
+    photo[200:400, 300:500] -= 0.8 * np.clip(np.asarray(big), 0.0, 1.0)
+    data = _encode(Image.fromarray((np.clip(photo, 0, 1) * 255).astype(np.uint8)), "JPEG")
+    assert golden_distance(preprocess_bytes(data, "mnist"), digit) < GOLDEN_MEAN_TOLERANCE
+
+
 def test_specks_around_the_character_are_ignored(held_out):
     digit = held_out[0][1]
     page = np.full((200, 200), 255, np.uint8)
