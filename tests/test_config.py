@@ -1,5 +1,9 @@
 """Settings: defaults -> OCR_* environment -> overrides, with named errors for bad values."""
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
 from ocr_service.config import ConfigError, Settings, default_workers, load_settings
@@ -58,3 +62,12 @@ def test_bad_environment_values_name_the_variable(env, message):
 def test_unknown_override_is_refused():
     with pytest.raises(ConfigError, match="unknown setting 'prot'"):
         load_settings({"prot": 1}, environ={})
+
+
+def test_readme_documents_every_setting_with_its_default():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(OCR_[A-Z_]+)` \| ([^|]+) \|", readme, flags=re.M))
+    assert set(rows) == {"OCR_" + f.name.upper() for f in fields(Settings)}
+    defaults = Settings()
+    for name in ("port", "threads", "timeout", "max_batch", "max_pixels", "max_upload_bytes"):
+        assert f"`{getattr(defaults, name)}`" in rows["OCR_" + name.upper()]
