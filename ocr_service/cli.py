@@ -181,7 +181,8 @@ def _run_train(args: argparse.Namespace) -> None:
         "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme},
         "preprocess": {"scheme": dataset.scheme, "ink": "1.0", "paper": "0.0"},
         "calibration": {"reject_threshold": result.reject_threshold,
-                        "keeps_correct_fraction": 0.99},
+                        "rule": "validation answers below the threshold were right less "
+                                "than half the time"},
         "training": {
             "dataset": dataset.name,
             "data_dir": str(args.data_dir) if args.data_dir else None,

@@ -20,10 +20,6 @@ from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "build_network", "evaluate", "train"]
 
-#: fraction of correct validation predictions the reject threshold must keep
-CALIBRATION_KEEP = 0.99
-
-
 @dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (the ``ocr-train`` options)."""
@@ -98,17 +94,25 @@ def evaluate(network: Any, images: np.ndarray, labels: np.ndarray) -> dict[str, 
 
 
 def calibrate_reject_threshold(network: Any, images: np.ndarray, labels: np.ndarray) -> float:
-    """Max-probability threshold that keeps ``CALIBRATION_KEEP`` of correct predictions.
+    """Max-probability threshold below which answers are replaced by ``?``.
 
-    Anything the network is less sure of than nearly all its right answers is rejected
-    as ``?`` instead of being reported as a confident wrong character.
+    It is the largest threshold for which the validation answers under it were right less
+    than half the time: rejecting them removes more wrong answers than right ones, so the
+    reject answer helps users instead of hiding correct characters. 0.0 rejects nothing.
     """
     probs = predict_in_batches(network, _flatten(images))
     confidence = probs.max(axis=1)
-    correct = confidence[probs.argmax(axis=1) == labels]
-    if len(correct) == 0:
+    order = np.argsort(confidence, kind="stable")
+    sorted_conf = confidence[order]
+    right = (probs.argmax(axis=1) == labels)[order]
+    counts = np.arange(1, len(right) + 1)
+    mostly_wrong = np.flatnonzero(2 * np.cumsum(right) < counts)
+    if mostly_wrong.size == 0:
         return 0.0
-    return float(np.quantile(correct, 1.0 - CALIBRATION_KEEP))
+    last = int(mostly_wrong[-1])
+    if last + 1 == len(sorted_conf):
+        return float(np.nextafter(sorted_conf[last], np.float32(np.inf)))
+    return float((sorted_conf[last] + sorted_conf[last + 1]) / 2)
 
 
 class _BatchBuffers:
