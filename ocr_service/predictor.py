@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .preprocess import (
     DEFAULT_MAX_PIXELS,
     NoInkError,
-    decode_image,
+    decode_scaled,
     ink_from_gray,
     normalize_character,
 )
@@ -26,7 +25,7 @@ __all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]
 
 REJECT = "?"
 # Above this many pixels the ink is found on a reduced copy: a phone photo at full
-# resolution costs ~100x the time and segments no better.
+# resolution costs ~10x the time and segments no better.
 _ANALYSIS_PIXELS = 1_000_000
 # Width/height at which a split needs no confidence gain (fitted on rendered held-out
 # strings); "multi" expects several characters, so it splits more readily.
@@ -78,13 +77,12 @@ class PredictionResult:
         }
 
 
-def _reduce(gray: np.ndarray) -> tuple[np.ndarray, int]:
-    """A box-filtered copy of at most ``_ANALYSIS_PIXELS`` pixels and its integer factor."""
-    factor = int(np.ceil(np.sqrt(gray.size / _ANALYSIS_PIXELS)))
-    if factor <= 1:
-        return gray, 1
-    small = Image.fromarray(gray, mode="F").reduce(factor)
-    return np.asarray(small, dtype=np.float32), factor
+def _upload_box(box: tuple[int, int, int, int], scale: tuple[float, float]):
+    """A box of the (possibly reduced) analysed image in the upload's pixel coordinates."""
+    x, y, w, h = box
+    sy, sx = scale
+    x0, y0 = round(x * sx), round(y * sy)
+    return (x0, y0, round((x + w) * sx) - x0, round((y + h) * sy) - y0)
 
 
 class Predictor:
@@ -111,15 +109,23 @@ class Predictor:
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        return self.predict_gray(decode_image(data, max_pixels=self.max_pixels),
-                                 top_k=top_k, segment=segment)
+        gray, scale = decode_scaled(data, max_pixels=self.max_pixels,
+                                    work_pixels=_ANALYSIS_PIXELS)
+        return self.predict_gray(gray, top_k=top_k, segment=segment, scale=scale)
 
     def predict_gray(
-        self, gray: np.ndarray, *, top_k: int = 3, segment: str = "auto"
+        self,
+        gray: np.ndarray,
+        *,
+        top_k: int = 3,
+        segment: str = "auto",
+        scale: tuple[float, float] = (1.0, 1.0),
     ) -> PredictionResult:
-        """Like ``predict_bytes`` for a decoded grayscale image (H, W) in [0, 1]."""
-        small, factor = _reduce(gray)
-        segments = segment_ink(ink_from_gray(small), segment)
+        """Like ``predict_bytes`` for a decoded grayscale image (H, W) in [0, 1].
+
+        ``scale`` is ``(sy, sx)``, the upload's pixels per pixel of ``gray``, for the boxes.
+        """
+        segments = segment_ink(ink_from_gray(gray), segment)
         if not segments:
             raise NoInkError("no ink found")
         # Whole segments and their candidate pieces go through the network in one batch.
@@ -143,18 +149,15 @@ class Predictor:
                 chosen.extend(pieces)
             else:
                 chosen.append(i)
-        height, width = gray.shape
         k = max(1, min(int(top_k), len(self._classes)))
         characters = []
         for i in chosen:
             p = probs[i]
             order = np.argsort(-p, kind="stable")[:k]
-            x, y, w, h = candidates[i].box
             characters.append(CharacterResult(
                 char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
                 confidence=float(best[i]),
-                box=(x * factor, y * factor,
-                     min(w * factor, width - x * factor), min(h * factor, height - y * factor)),
+                box=_upload_box(candidates[i].box, scale),
                 top=[(self._classes[j], float(p[j])) for j in order],
                 model_input=inputs[i],
                 line=candidates[i].line,

@@ -22,6 +22,7 @@ __all__ = [
     "UnsupportedImageError",
     "crop_to_ink",
     "decode_image",
+    "decode_scaled",
     "ink_from_gray",
     "normalize_character",
     "preprocess_bytes",
@@ -83,8 +84,15 @@ def _classify_unreadable(data: bytes) -> ImageError:
     return CorruptImageError("the data is not a readable image")
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
-    """Identify the format by content and check the pixel count before decoding any pixels."""
+def _open(
+    data: bytes, max_pixels: int, work_pixels: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Identify the format by content and check the pixel count before decoding any pixels.
+
+    JPEGs larger than ``work_pixels`` are decoded at 1/2, 1/4 or 1/8 scale directly
+    (DCT scaling): a 12-megapixel photo then decodes ~10x faster. Returns the loaded image
+    and the upload's own ``(width, height)``.
+    """
     if not data:
         raise CorruptImageError("empty image")
     try:
@@ -101,13 +109,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         )
     if width == 0 or height == 0:
         raise CorruptImageError("image has no pixels")
+    if work_pixels and img.format == "JPEG" and width * height > work_pixels:
+        factor = np.sqrt(width * height / work_pixels)
+        img.draft("L", (int(width / factor), int(height / factor)))
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image has too many pixels ({exc})") from exc
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
         raise CorruptImageError(f"the image data is damaged or truncated ({exc})") from exc
-    return img
+    return img, (width, height)
 
 
 def _upright(img: Image.Image) -> Image.Image:
@@ -144,6 +155,24 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     return gray * alpha + paper * (1.0 - alpha)
 
 
+def decode_scaled(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, work_pixels: int | None = None
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Like ``decode_image``, reduced to about ``work_pixels`` pixels (None: full size).
+
+    Returns the grayscale image and ``(sy, sx)``: original pixels per returned pixel, to map
+    boxes back to the upload's coordinates.
+    """
+    img, full = _open(data, max_pixels, work_pixels)
+    if img.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that swap the axes
+        full = full[::-1]
+    gray = _to_gray(_upright(img))
+    if work_pixels and gray.size > work_pixels:
+        factor = int(np.ceil(np.sqrt(gray.size / work_pixels)))
+        gray = np.asarray(Image.fromarray(gray, mode="F").reduce(factor), dtype=np.float32)
+    return gray, (full[1] / gray.shape[0], full[0] / gray.shape[1])
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode PNG/JPEG/GIF (first frame)/BMP/WebP bytes to grayscale (H, W) float32 in [0, 1].
 
@@ -151,8 +180,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     (checked from the header, before decoding), ``UnsupportedImageError`` or
     ``CorruptImageError``.
     """
-    img = _open(data, max_pixels)
-    return _to_gray(_upright(img))
+    return decode_scaled(data, max_pixels=max_pixels)[0]
 
 
 def _otsu(values: np.ndarray, top: float) -> float:
@@ -175,8 +203,11 @@ def _quantiles(values: np.ndarray, *qs: float) -> list[float]:
     """Lower order statistics at fractions ``qs`` of a 1-D array (no interpolation).
 
     One ``np.partition`` call: ``np.percentile`` costs ~25 us each on a 28x28 upload.
+    Large arrays are subsampled to ~65k values, plenty for these estimates.
     """
     flat = values.ravel()
+    if flat.size > 2 * 65536:
+        flat = flat[:: flat.size // 65536]
     ks = [min(int(q * flat.size), flat.size - 1) for q in qs]
     part = np.partition(flat, ks)
     return [float(part[k]) for k in ks]
@@ -195,9 +226,9 @@ def _background(x: np.ndarray) -> np.ndarray | np.float32:
     gh, gw = h // block, w // block
     blocks = x[: gh * block, : gw * block].reshape(gh, block, gw, block)
     med = np.median(blocks.transpose(0, 2, 1, 3).reshape(gh, gw, -1), axis=2)
-    coarse = ndimage.minimum_filter(med, size=3, mode="nearest")
-    zoom = (h / gh, w / gw)
-    return ndimage.zoom(coarse, zoom, order=1, mode="nearest", grid_mode=True)[:h, :w]
+    coarse = ndimage.minimum_filter(med, size=3, mode="nearest").astype(np.float32)
+    smooth = Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(smooth, dtype=np.float32)
 
 
 def _frames(labels: np.ndarray, n: int) -> np.ndarray:

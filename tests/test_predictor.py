@@ -146,14 +146,25 @@ def test_top_k_and_the_json_shape(predictor, confident):
     np.testing.assert_allclose(with_input, char.model_input, atol=5e-4)
 
 
-def test_boxes_of_a_large_photo_are_in_its_own_pixels(predictor, confident):
+@pytest.mark.parametrize("stored", ["png", "jpeg-rotated-by-exif"])
+def test_boxes_of_a_large_photo_are_in_its_own_pixels(predictor, confident, stored):
+    # Large uploads are analysed reduced (JPEGs decoded at 1/2..1/8 scale); boxes must still
+    # be in the upright upload's pixels.
     digit, label = confident[0][2], confident[1][2]
     page = np.full((1800, 2400), 235, np.uint8)
     big = Image.fromarray(((1 - digit) * 255).astype(np.uint8)).resize((560, 560))
     page[900:1460, 1500:2060] = np.minimum(page[900:1460, 1500:2060], np.asarray(big))
     ys, xs = np.nonzero(page < 200)
-    result = predictor.predict_bytes(_encode(Image.fromarray(page), "PNG"))
-    (char,) = result.characters
+    if stored == "png":
+        data = _encode(Image.fromarray(page), "PNG")
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        buf = io.BytesIO()
+        Image.fromarray(page).transpose(Image.Transpose.ROTATE_90).save(
+            buf, format="JPEG", quality=92, exif=exif.tobytes())
+        data = buf.getvalue()
+    (char,) = predictor.predict_bytes(data).characters
     assert char.char == str(label)
     x, y, w, h = char.box
     assert abs(x - xs.min()) <= 12 and abs(y - ys.min()) <= 12
