@@ -157,7 +157,7 @@ class RecurrentNetwork:
         max_iter: int = 100,
         tol: float = 1e-4,
         damping: float = 1.0,
-        spectral_bound: float = 0.9,
+        spectral_bound: float = 0.8,
         spectral_steps: int = 10,
         seed: int = 0,
         dtype: np.dtype | type = np.float32,
