@@ -7,6 +7,7 @@ A reload that fails keeps the previous predictor and records why.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -16,11 +17,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from PIL import Image, ImageDraw
+
 from .config import Settings
 from .errors import ApiError
 from .metrics import Metrics
 from .model_store import ModelError, default_model_path, load_model, strip_suffix
 from .predictor import Predictor
+from .preprocess import ImageError
 
 __all__ = ["ModelHolder", "ReloadError"]
 
@@ -32,6 +36,32 @@ _RETRY_INTERVAL = 1.0
 
 class ReloadError(Exception):
     """The artifact on disk could not be loaded; the previous model (if any) keeps serving."""
+
+
+def _probe_image() -> bytes:
+    """A small PNG of one pen stroke: runs decoding, segmentation and the network once."""
+    img = Image.new("L", (32, 32), 255)
+    ImageDraw.Draw(img).line([(16, 5), (16, 27)], fill=0, width=3)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+_PROBE = _probe_image()
+
+
+def _check(predictor: Predictor) -> None:
+    """Predict the probe image before serving a model.
+
+    Refuses a model that fails on a real input, and warms every code path in the process
+    (under gunicorn: the master, before the workers fork), so the first request is not slow.
+    """
+    try:
+        predictor.predict_bytes(_PROBE, top_k=1, segment="single")
+    except ImageError:  # preprocessing's verdict on the probe, not the model's fault
+        return
+    except Exception as exc:
+        raise ValueError(f"the model fails on a probe image ({type(exc).__name__}: {exc})") from exc
 
 
 def _now() -> str:
@@ -66,6 +96,7 @@ class ModelHolder:
             self._last_attempt = time.monotonic()
             try:
                 predictor = Predictor(load_model(self.path), max_pixels=self._settings.max_pixels)
+                _check(predictor)
             except (ModelError, OSError, ValueError) as exc:
                 reason = f"cannot load model {self.path}: {exc}"
                 self.last_reload = {"ok": False, "at": _now(), "error": reason}

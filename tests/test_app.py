@@ -122,3 +122,18 @@ def test_too_many_multipart_parts_is_413_before_decoding(small_model_path):
     response = app.test_client().post("/v1/predict/batch", data=fields)
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_a_model_that_fails_on_a_probe_image_is_refused(small_model_path, monkeypatch):
+    app = _app(small_model_path, admin_token="t")
+    client = app.test_client()
+
+    def broken(self, data, **kwargs):
+        raise FloatingPointError("nan in the readout")
+
+    monkeypatch.setattr(model_holder.Predictor, "predict_bytes", broken)
+    response = client.post("/v1/admin/reload", headers={"Authorization": "Bearer t"})
+    assert response.status_code == 422
+    assert "fails on a probe image (FloatingPointError" in response.get_json()["error"]["message"]
+    monkeypatch.undo()
+    assert client.post("/v1/predict", data=digit_png(), content_type="image/png").status_code == 200
