@@ -99,7 +99,6 @@ def relax(
     raise FixedPointError(which, max_iter, residual, tol)
 
 
-
 def top_left_singular_vector(V: np.ndarray, start: np.ndarray, steps: int) -> np.ndarray:
     """Ritz estimate of the top left singular vector of ``V`` (H, H): ``steps`` Lanczos steps
     on ``V Vᵀ`` from ``start`` (H,), fully reorthogonalised; ``steps = 0`` returns ``start``.
@@ -193,7 +192,7 @@ class RecurrentNetwork:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         # singular-vector estimate: state, not a parameter (no gradient), saved with the weights
         self.sn_u = _unit(rng.standard_normal(h)).astype(dtype)
-        self.sn_u[...] = self._top_vector(h)
+        self.sn_u[...] = self._top_vector(min(h, 50))  # a cold start gets a long refinement
         self._act = ACTIVATIONS[activation]()
         self._dropout = Dropout(self.dropout, rng=rng) if self.dropout else None
         self._bufs: dict[str, np.ndarray] = {}
