@@ -6,6 +6,7 @@ Inputs are images ``(N, H, W)`` float32 with ink = 1; they are flattened to ``(N
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -13,12 +14,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .nn import MLP
 from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
 __all__ = ["TrainConfig", "TrainResult", "build_network", "evaluate", "train"]
+
+#: multiply-adds of a step's largest matmul below which BLAS runs on one thread: waking
+#: a second thread costs more than it saves on small matrices, and far more when the cores
+#: are busy with other work
+SMALL_MATMUL = 4_000_000
 
 @dataclass
 class TrainConfig:
@@ -130,6 +137,19 @@ class _BatchBuffers:
         return xb, yb
 
 
+def _blas_threads(network: Any, batch_size: int) -> int | None:
+    """1 for networks whose matmuls are too small to share, else None (BLAS default)."""
+    largest = max((batch_size * p.size for p, _ in network.param_pairs() if p.ndim == 2),
+                  default=0)
+    return 1 if largest < SMALL_MATMUL else None
+
+
+def _backward_options(network: Any) -> dict[str, bool]:
+    """Skip the input gradient, which training never uses, where the network allows it."""
+    accepts = "input_grad" in inspect.signature(network.backward).parameters
+    return {"input_grad": False} if accepts else {}
+
+
 def _epoch_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     if not config.augment:
         return _flatten(images)
@@ -163,7 +183,8 @@ def train(
     loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
     optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
                                config.weight_decay)
-    grads = [g for _, g in network.param_pairs()]
+    grads = [g for _, g in optimizer.groups]
+    backward_options = _backward_options(network)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              config.warmup_epochs * steps_per_epoch)
@@ -174,6 +195,7 @@ def train(
     best_state, best_epoch, stale, step = None, 0, 0, 0
     started = time.perf_counter()
     bar = _progress_bar(config.epochs * steps_per_epoch, progress)
+    threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")
     try:
         for epoch in range(1, config.epochs + 1):
             x_all = _epoch_inputs(images, config, rng)
@@ -184,7 +206,7 @@ def train(
                 logits = network.forward(xb, training=True)
                 loss_sum += loss_fn.forward(logits, yb) * len(yb)
                 correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
-                network.backward(loss_fn.backward())
+                network.backward(loss_fn.backward(), **backward_options)
                 if config.clip_norm:
                     clip_grad_norm(grads, config.clip_norm)
                 optimizer.lr = schedule(step)
@@ -222,6 +244,7 @@ def train(
                         f"restoring epoch {best_epoch}")
                 break
     finally:
+        threads.restore_original_limits()
         if bar is not None:
             bar.close()
     if best_state is not None:

@@ -2,7 +2,9 @@
 
 Every layer maps a batch ``x`` of shape ``(N, D_in)`` to ``(N, D_out)``; ``backward``
 takes ``dL/d out`` of shape ``(N, D_out)`` and returns ``dL/d x`` of shape ``(N, D_in)``,
-filling ``grads`` for layers that have parameters.
+filling ``grads`` for layers that have parameters. ``backward(..., input_grad=False)`` tells a
+layer that ``dL/d x`` is not needed (the network's input): Dense then skips its largest
+matmul and returns None.
 
 Buffers are cached per batch shape and reused, so a training step allocates nothing
 large (glibc would otherwise mmap/munmap every >= 1 MB temporary each step).
@@ -42,7 +44,7 @@ class Layer:
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         raise NotImplementedError
 
     def infer(self, x: np.ndarray) -> np.ndarray:
@@ -103,12 +105,14 @@ class Dense(Layer):
         out += self.params["b"]
         return out
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward")
         W = self.params["W"]
         np.matmul(self._x.T, grad, out=self.grads["W"])
-        np.sum(grad, axis=0, out=self.grads["b"])
+        np.add.reduce(grad, axis=0, out=self.grads["b"])
+        if not input_grad:
+            return None
         n = grad.shape[0]
         if self._dx is None or self._dx.shape[0] != n or self._dx.dtype != W.dtype:
             self._dx = np.empty((n, self.n_in), dtype=W.dtype)
@@ -143,7 +147,7 @@ class _Activation(Layer):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self._apply(x)
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray:
         if self._y is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         self._scale_grad(grad, self._y)
@@ -262,7 +266,7 @@ class Dropout(Layer):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return x
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray:
         if self.mask is not None:
             grad *= self.mask
         return grad

@@ -10,6 +10,7 @@ import numpy as np
 
 from .layers import ACTIVATIONS, Dense, Dropout, Layer, layer_from_config
 from .losses import softmax
+from .optim import pack_flat
 
 __all__ = ["MLP"]
 
@@ -31,6 +32,10 @@ class MLP:
             if a.n_out != b.n_in:
                 raise ValueError(f"dense layer sizes do not chain: {a.n_out} -> {b.n_in}")
         self.layers = list(layers)
+        # one buffer for all weights and one for all gradients: the optimizer then updates
+        # the whole network with a dozen numpy calls per step, whatever the depth
+        pack_flat([layer.params for layer in self.layers])
+        pack_flat([layer.grads for layer in self.layers])
         self.n_inputs = dense[0].n_in
         self.n_classes = dense[-1].n_out
 
@@ -81,11 +86,15 @@ class MLP:
             x = layer.forward(x, training)
         return x
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
-        """Backpropagate ``dL/dlogits (N, C)``; fills every layer's grads, returns dL/dx."""
-        for layer in reversed(self.layers):
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Backpropagate ``dL/dlogits (N, C)``; fills every layer's grads, returns dL/dx.
+
+        ``input_grad=False`` (training, which never uses dL/dx) skips the first layer's
+        input-gradient matmul and returns None.
+        """
+        for layer in reversed(self.layers[1:]):
             grad = layer.backward(grad)
-        return grad
+        return self.layers[0].backward(grad, input_grad=input_grad)
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=self.dtype)

@@ -1,0 +1,246 @@
+#!/usr/bin/env python
+"""Training speed of this engine next to scikit-learn and PyTorch CPU, measured in one run.
+
+Jobs (same architecture, batch size, epochs, optimizer settings for every framework):
+  digits   64-128-10 ReLU, Adam lr 1e-3, batch 64, 200 epochs, no early stopping, no L2
+  fashion  one epoch of Fashion-MNIST (60,000 x 784), 784-512-512-10 ReLU, Adam, batch 128,
+           plus the GEMM-only floor: the epoch's forward and backward matmuls alone.
+
+Each job runs ``--repeat`` times and reports the fastest run (the machine is shared).
+The engine side is ``ocr_service.training.train``, the loop ``ocr-train`` uses.
+
+Usage: python scripts/bench_train.py [--repeat 3] [--data-dir /usr/share/datasets/fashion-mnist]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE may pin an old kernel on this machine kind (a workaround
+# for older OpenBLAS builds); they slow a current numpy, so the benchmark runs without them.
+_PINNED = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ]
+if _PINNED:
+    print(f"unsetting {', '.join(_PINNED)} for this benchmark run", file=sys.stderr)
+    env = {k: v for k, v in os.environ.items() if k not in _PINNED}
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_info  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
+from ocr_service.training import TrainConfig, evaluate, train  # noqa: E402
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+THREADS = os.cpu_count() or 1
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    hidden: tuple[int, ...]
+    batch_size: int
+    epochs: int
+    lr: float = 1e-3
+
+
+@dataclass
+class Row:
+    framework: str
+    seconds: float
+    accuracy: float
+
+
+def best_of(repeat: int, run: Callable[[], float]) -> tuple[float, float]:
+    """Run ``run`` (returns accuracy) ``repeat`` times; (fastest seconds, accuracy of that run)."""
+    best = (float("inf"), float("nan"))
+    for _ in range(repeat):
+        start = time.perf_counter()
+        accuracy = run()
+        best = min(best, (time.perf_counter() - start, accuracy))
+    return best
+
+
+def engine_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int) -> float:
+    """This engine through the real training loop; returns test accuracy."""
+    config = TrainConfig(hidden=job.hidden, epochs=job.epochs, batch_size=job.batch_size,
+                         optimizer="adam", lr=job.lr, weight_decay=0.0, dropout=0.0,
+                         schedule="constant", warmup_epochs=0, clip_norm=0.0,
+                         label_smoothing=0.0, patience=0, seed=0)
+    result = train(config, train_set, None, n_classes)
+    return evaluate(result.network, *test_set)["accuracy"]
+
+
+def sklearn_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(hidden_layer_sizes=job.hidden, activation="relu", solver="adam",
+                          alpha=0.0, batch_size=job.batch_size, learning_rate_init=job.lr,
+                          max_iter=job.epochs, tol=0.0, n_iter_no_change=10**9,
+                          early_stopping=False, shuffle=True, random_state=0)
+    x, y = _flat(train_set[0]), train_set[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    return float((model.predict(_flat(test_set[0])) == test_set[1]).mean())
+
+
+def torch_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int) -> float:
+    import torch
+
+    torch.manual_seed(0)
+    sizes = [int(np.prod(train_set[0].shape[1:])), *job.hidden]
+    layers: list[torch.nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-1], n_classes))
+    opt = torch.optim.Adam(model.parameters(), lr=job.lr)
+    x = torch.from_numpy(_flat(train_set[0]))
+    y = torch.from_numpy(train_set[1].astype(np.int64))
+    for _ in range(job.epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), job.batch_size):
+            idx = order[start : start + job.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(_flat(test_set[0]))).argmax(dim=1).numpy()
+    return float((pred == test_set[1]).mean())
+
+
+def gemm_floor(job: Job, n_samples: int, n_inputs: int, n_classes: int, repeat: int) -> float:
+    """Seconds for one epoch's matmuls alone (forward x@W, backward x.T@g and g@W.T) on
+    preallocated float32 buffers: what no float32 implementation on this BLAS can beat."""
+    rng = np.random.default_rng(0)
+    sizes = [n_inputs, *job.hidden, n_classes]
+    full, rest = divmod(n_samples, job.batch_size)
+    batches = [job.batch_size] * full + ([rest] if rest else [])
+
+    def buffers(n: int) -> list[tuple[np.ndarray, ...]]:
+        out = []
+        for n_in, n_out in itertools.pairwise(sizes):
+            out.append((rng.random((n, n_in), np.float32), rng.random((n_in, n_out), np.float32),
+                        np.empty((n, n_out), np.float32), np.empty((n_in, n_out), np.float32),
+                        np.empty((n, n_in), np.float32)))
+        return out
+
+    by_size = {n: buffers(n) for n in set(batches)}
+
+    def epoch() -> float:
+        for n in batches:
+            layers = by_size[n]
+            for x, w, y, _, _ in layers:
+                np.matmul(x, w, out=y)
+            for i, (x, w, y, dw, dx) in enumerate(reversed(layers)):
+                np.matmul(x.T, y, out=dw)
+                if i < len(layers) - 1:  # no gradient is needed for the input itself
+                    np.matmul(y, w.T, out=dx)
+        return float("nan")
+
+    return best_of(repeat, epoch)[0]
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
+
+
+def torch_version() -> str | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    return f"{torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def run_job(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int, repeat: int,
+            with_torch: bool) -> list[Row]:
+    runners = [("this engine", engine_run), ("scikit-learn", sklearn_run)]
+    if with_torch:
+        runners.append(("PyTorch CPU", torch_run))
+    rows = []
+    for name, runner in runners:
+        seconds, acc = best_of(repeat, lambda r=runner: r(job, train_set, test_set, n_classes))
+        rows.append(Row(name, seconds, acc))
+        print(f"  {job.name}: {name:<13} {seconds:7.2f} s  acc {acc:.4f}", file=sys.stderr)
+    return rows
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    ref = {r.framework: r.seconds for r in rows}
+    sk, pt = ref.get("scikit-learn"), ref.get("PyTorch CPU")
+    print(f"\n{title}")
+    print(f"| {'framework':<24} | {'seconds':>8} | {'test acc':>8} | {'x sklearn':>9} "
+          f"| {'x PyTorch':>9} |")
+    print(f"|{'-' * 26}|{'-' * 10}:|{'-' * 10}:|{'-' * 11}:|{'-' * 11}:|")
+    for r in rows:
+        acc = "" if np.isnan(r.accuracy) else f"{r.accuracy:.4f}"
+        ratio_sk = f"{r.seconds / sk:.2f}" if sk else "-"
+        ratio_pt = f"{r.seconds / pt:.2f}" if pt else "-"
+        print(f"| {r.framework:<24} | {r.seconds:8.2f} | {acc:>8} | {ratio_sk:>9} "
+              f"| {ratio_pt:>9} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per job; the fastest counts")
+    parser.add_argument("--data-dir", type=Path, default=FASHION_DIR,
+                        help="Fashion-MNIST IDX folder (Debian package dataset-fashion-mnist)")
+    args = parser.parse_args(argv)
+
+    blas = [f"{i['internal_api']} {i['version']} {i.get('architecture', '?')} "
+            f"{i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
+    tv = torch_version()
+    print(f"numpy {np.__version__}; BLAS: {'; '.join(blas) or 'unknown'}; "
+          f"PyTorch: {tv or 'not installed (pip install torch==2.13.0)'}")
+
+    digits = load_dataset("digits")
+    splits = split_dataset(digits, seed=0)
+    job = Job("digits", hidden=(128,), batch_size=64, epochs=200)
+    rows = run_job(job, splits.train, splits.test, len(digits.classes), args.repeat, bool(tv))
+    print_table(f"digits: {len(splits.train[1])} train / {len(splits.test[1])} test, 64-128-10 "
+                f"ReLU, Adam, batch 64, 200 epochs (best of {args.repeat})", rows)
+    engine, sk = rows[0], rows[1]
+    print(f"goal: <= 0.35x scikit-learn at >= its accuracy -> {engine.seconds / sk.seconds:.2f}x, "
+          f"accuracy {engine.accuracy:.4f} vs {sk.accuracy:.4f}")
+
+    if not (args.data_dir / "train-images-idx3-ubyte.gz").exists() and not any(
+        args.data_dir.glob("train-images*")
+    ):
+        print(f"\nfashion: skipped, no Fashion-MNIST IDX files in {args.data_dir} "
+              "(apt-get install dataset-fashion-mnist, or pass --data-dir)")
+        return 0
+    fashion = load_dataset("idx", data_dir=args.data_dir)
+    fsplits = split_dataset(fashion, seed=0, val_fraction=0.0, official_test=True)
+    job = Job("fashion", hidden=(512, 512), batch_size=128, epochs=1)
+    n_train, n_inputs = len(fsplits.train[1]), int(np.prod(fashion.images.shape[1:]))
+    rows = run_job(job, fsplits.train, fsplits.test, len(fashion.classes), args.repeat, bool(tv))
+    floor = gemm_floor(job, n_train, n_inputs, len(fashion.classes), args.repeat)
+    rows.append(Row("GEMM-only floor", floor, float("nan")))
+    print_table(f"fashion-mnist: one epoch of {n_train} x {n_inputs}, 784-512-512-10 ReLU, Adam, "
+                f"batch 128, float32 (best of {args.repeat})", rows)
+    engine, sk = rows[0], rows[1]
+    torch_ratio = f"{engine.seconds / rows[2].seconds:.2f}x PyTorch, " if tv else ""
+    print(f"goal: <= 0.75x PyTorch, <= 0.5x scikit-learn, >= 65% of the GEMM floor -> "
+          f"{torch_ratio}{engine.seconds / sk.seconds:.2f}x scikit-learn, "
+          f"{floor / engine.seconds:.0%} of the floor")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
