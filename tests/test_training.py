@@ -3,6 +3,7 @@ import pytest
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.training import (
+    MIN_REJECT_THRESHOLD,
     TrainConfig,
     calibrate_reject_threshold,
     evaluate,
@@ -94,8 +95,10 @@ def test_reject_threshold_rejects_answers_that_are_mostly_wrong(digits):
     assert right[~rejected].mean() > right.mean()
 
 
-def test_reject_threshold_is_zero_when_low_confidence_answers_are_right():
-    class Confident:
+def test_reject_threshold_has_a_floor_when_low_confidence_answers_are_right():
+    class Scripted:
+        """Predicts class 0 with probability x[0]."""
+
         n_classes = 2
 
         def predict_proba(self, x):
@@ -103,10 +106,11 @@ def test_reject_threshold_is_zero_when_low_confidence_answers_are_right():
             return np.hstack([p, 1 - p])
 
     images = np.array([0.9, 0.8, 0.7, 0.6], np.float32).reshape(4, 1, 1)
-    assert calibrate_reject_threshold(Confident(), images, np.zeros(4, np.int64)) == 0.0
+    assert calibrate_reject_threshold(Scripted(), images, np.zeros(4, np.int64)) == (
+        MIN_REJECT_THRESHOLD)
     labels = np.array([0, 0, 0, 1])  # the least sure answer is wrong
-    threshold = calibrate_reject_threshold(Confident(), images, labels)
-    assert 0.6 < threshold < 0.7
+    threshold = calibrate_reject_threshold(Scripted(), images, labels)
+    assert threshold == pytest.approx(0.65)
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(model="cnn")])
