@@ -110,7 +110,8 @@ def calibrate_reject_threshold(network: Any, images: np.ndarray, labels: np.ndar
 
     It is the largest threshold for which the validation answers under it were right less
     than half the time: rejecting them removes more wrong answers than right ones, so the
-    reject answer helps users instead of hiding correct characters. 0.0 rejects nothing.
+    reject answer helps users instead of hiding correct characters. It is never below
+    ``MIN_REJECT_THRESHOLD``.
     """
     probs = predict_in_batches(network, _flatten(images))
     confidence = probs.max(axis=1)
@@ -120,11 +121,11 @@ def calibrate_reject_threshold(network: Any, images: np.ndarray, labels: np.ndar
     counts = np.arange(1, len(right) + 1)
     mostly_wrong = np.flatnonzero(2 * np.cumsum(right) < counts)
     if mostly_wrong.size == 0:
-        return 0.0
+        return MIN_REJECT_THRESHOLD
     last = int(mostly_wrong[-1])
     if last + 1 == len(sorted_conf):
         return float(np.nextafter(sorted_conf[last], np.float32(np.inf)))
-    return float((sorted_conf[last] + sorted_conf[last + 1]) / 2)
+    return max(MIN_REJECT_THRESHOLD, float((sorted_conf[last] + sorted_conf[last + 1]) / 2))
 
 
 class _BatchBuffers:
