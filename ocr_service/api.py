@@ -254,6 +254,13 @@ def openapi() -> dict[str, Any]:
     return _service().openapi
 
 
+#: the page loads only its own script and style; uploads are previewed from blob: URLs
+_PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; object-src 'none'; base-uri 'none'"
+
+
 @ops.get("/")
-def index() -> str:
-    return render_template("index.html")
+def index() -> Response:
+    response = Response(render_template("index.html"), mimetype="text/html")
+    response.headers["Content-Security-Policy"] = _PAGE_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

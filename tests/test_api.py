@@ -213,7 +213,9 @@ def test_health_and_readiness(client):
 
 
 def test_drawing_page_is_self_contained(client):
-    html = client.get("/").get_data(as_text=True)
+    response = client.get("/")
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
+    html = response.get_data(as_text=True)
     assert "<canvas" in html
     assert "http://" not in html and "https://" not in html  # no CDN
     for asset in ("/static/app.js", "/static/style.css"):

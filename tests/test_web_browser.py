@@ -7,6 +7,7 @@ the page, served with the shipped model when there is one, as the README's scree
 
 import math
 import os
+import re
 
 import pytest
 from server_utils import REPO, digit_png, running_server
@@ -25,6 +26,7 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} missing (`make test` installs it)", allow_module_level=True)
 
 sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,13 @@ def page(browser, server):
     page = browser.new_page(viewport={"width": 900, "height": 560})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # CSP violations and missing assets show up as console errors; the 400 is the one that
+    # test_an_unreadable_upload_shows_the_error asks for.
+    expected = "the server responded with a status of 400"
+    page.on("console", lambda m: m.type == "error" and expected not in m.text
+            and errors.append(m.text))  # fmt: skip
     page.goto(server.url + "/")
-    page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+    expect(page.locator("#model")).to_have_text(re.compile(r"^model "))
     yield page
     page.close()
     assert errors == []
@@ -80,7 +87,7 @@ def _classes(server) -> list[str]:
 
 def test_drawing_a_zero_shows_zero_with_bars_and_model_input(page, server):
     _draw_ring(page)
-    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    expect(page.locator("#result-text")).not_to_have_text("–")
     assert page.locator("#result-text").text_content() == "0"
     character = page.locator(".character")
     assert character.count() == 1
@@ -107,7 +114,7 @@ def test_pen_width_and_clear(page):
     for width in ("6", "40"):
         page.locator("#pen-width").fill(width)
         _draw_ring(page)
-        page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+        expect(page.locator("#result-text")).not_to_have_text("–")
         inked[width] = page.locator("#canvas").evaluate(_INK_PIXELS)
         page.locator("#clear").click()
         assert page.locator("#result-text").text_content() == "–"
@@ -120,13 +127,13 @@ def test_drawing_with_a_finger(browser, server):
     context = browser.new_context(has_touch=True, viewport={"width": 900, "height": 560})
     page = context.new_page()
     page.goto(server.url + "/")
-    page.wait_for_function("document.getElementById('model').textContent.startsWith('model ')")
+    expect(page.locator("#model")).to_have_text(re.compile(r"^model "))
     touch = context.new_cdp_session(page)
     points = _ring_points(page)
     for kind, (x, y) in [("touchStart", points[0])] + [("touchMove", p) for p in points[1:]]:
         touch.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
     touch.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
-    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    expect(page.locator("#result-text")).not_to_have_text("–")
     assert page.locator("#result-text").text_content() == "0"
     context.close()
 
@@ -135,7 +142,7 @@ def test_uploading_a_file_recognises_it(page, tmp_path):
     path = tmp_path / "one.png"
     path.write_bytes(digit_png("1", size=200))
     page.locator("#upload").set_input_files(str(path))
-    page.wait_for_function("document.getElementById('result-text').textContent !== '–'")
+    expect(page.locator("#result-text")).not_to_have_text("–")
     assert page.locator("#result-text").text_content() == "1"
 
 
@@ -143,5 +150,5 @@ def test_an_unreadable_upload_shows_the_error(page, tmp_path):
     path = tmp_path / "notes.png"
     path.write_bytes(b"this is not a picture")
     page.locator("#upload").set_input_files(str(path))
-    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    expect(page.locator("#status")).to_have_class(re.compile(r"\berror\b"))
     assert "not a readable image" in page.locator("#status").text_content()
