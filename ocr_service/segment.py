@@ -65,6 +65,9 @@ def _overlapping(a: _Group, b: _Group) -> bool:
     if overlap < 0.5 * min(a.width, b.width):
         return False
     gap = max(a.y0, b.y0) - min(a.y1, b.y1)
+    small, large = sorted((a, b), key=lambda g: g.height)
+    if small.height < 0.5 * large.height and -gap * overlap >= 0.8 * small.width * small.height:
+        return True  # a small piece inside the other's box: a loose bit of a loop or stroke
     return -0.5 * min(a.height, b.height) <= gap <= 0.3 * max(a.height, b.height)
 
 
@@ -82,7 +85,9 @@ def _adjacent(a: _Group, b: _Group, height: float) -> bool:
     tall = max(a.y1, b.y1) - min(a.y0, b.y0)
     if min(a.height, b.height) < 0.5 * height:
         return gap <= 0.1 * height and width <= 1.4 * tall
-    return gap <= 0.04 * height and width <= 0.9 * tall
+    # Two narrow characters this close are merged too; the predictor's recognition-checked
+    # split separates them again.
+    return gap <= 0.05 * height and width <= 1.2 * tall
 
 
 def _merge(groups: list[_Group], same: Callable[[_Group, _Group], bool]) -> list[_Group]:
@@ -163,7 +168,9 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         if s is not None
     ]
     groups = _merge(groups, _overlapping)
-    height = float(np.median([g.height for g in groups]))
+    # Typical character height: fragments must not drag it down.
+    heights = np.array([g.height for g in groups])
+    height = float(np.median(heights[heights >= 0.5 * heights.max()]))
     groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
     segments = []
     for line_no, line in enumerate(_lines(groups)):

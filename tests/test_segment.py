@@ -34,6 +34,20 @@ def test_parts_of_one_character_are_merged():
     assert [s.box for s in segments] == [(50, 20, 30, 62), (200, 20, 8, 65)]
 
 
+def test_a_loose_piece_inside_a_loop_belongs_to_it():
+    ink = _page((20, 20, 60, 6), (20, 74, 60, 6), (20, 20, 6, 60), (74, 20, 6, 60),  # a ring
+                (40, 40, 10, 10))
+    (segment,) = segment_ink(ink, "multi")
+    assert segment.box == (20, 20, 60, 60)
+    assert segment.ink.sum() == ink.sum()
+
+
+def test_a_broken_stroke_side_by_side_is_one_character():
+    # Left part and right part of one character, a 1 px gap, together narrower than tall.
+    (segment,) = segment_ink(_page((20, 20, 20, 60), (41, 20, 15, 60)), "auto")
+    assert segment.box == (20, 20, 36, 60)
+
+
 def test_ink_of_a_neighbour_reaching_into_the_box_is_left_out():
     # A long tail of the first character passes under the second one's box.
     ink = _page((20, 20, 20, 60), (20, 75, 110, 5), (100, 10, 20, 55))
