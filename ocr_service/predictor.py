@@ -128,8 +128,15 @@ class Predictor:
         segments = segment_ink(ink_from_gray(gray), segment)
         if not segments:
             raise NoInkError("no ink found")
-        # Whole segments and their candidate pieces go through the network in one batch.
-        candidates = [*segments, *(p for s in segments for p in s.pieces)]
+        # Whole segments and every piece of every candidate split: one network call.
+        candidates = list(segments)
+        options: list[list[list[int]]] = []  # per segment: candidate index lists, whole first
+        for i, seg in enumerate(segments):
+            readings = [[i]]
+            for split in seg.splits:
+                readings.append(list(range(len(candidates), len(candidates) + len(split))))
+                candidates.extend(split)
+            options.append(readings)
         inputs = np.stack([normalize_character(s.ink, self._scheme) for s in candidates])
         probs, stats = self.artifact.network.predict_proba_with_stats(
             inputs.reshape(len(candidates), -1)
@@ -137,18 +144,15 @@ class Predictor:
         best = probs.max(axis=1)
         log_best = np.log(np.maximum(best, 1e-12))
         chosen: list[int] = []
-        start = len(segments)
-        for i, seg in enumerate(segments):
-            pieces = range(start, start + len(seg.pieces))
-            start += len(seg.pieces)
+        for seg, readings in zip(segments, options, strict=True):
             # A wide segment is several characters when its pieces read more confidently
             # (geometric mean) than the whole, the more readily the wider it is.
             _, _, w, h = seg.box
-            gain = log_best[pieces].mean() - log_best[i] if seg.pieces else -np.inf
-            if gain + w / h > _SPLIT_ASPECT[segment]:
-                chosen.extend(pieces)
-            else:
-                chosen.append(i)
+            bias = w / h - _SPLIT_ASPECT[segment]
+            scores = [0.0] + [
+                log_best[r].mean() - log_best[readings[0][0]] + bias for r in readings[1:]
+            ]
+            chosen.extend(readings[int(np.argmax(scores))])
         k = max(1, min(int(top_k), len(self._classes)))
         characters = []
         for i in chosen:

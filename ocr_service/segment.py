@@ -26,14 +26,14 @@ _EIGHT = np.ones((3, 3), bool)
 class Segment:
     """One character: its ink (zero outside its own strokes), box and line number.
 
-    ``pieces`` is the best split of a wide segment into several characters (empty when the
-    segment is not wide enough to hold two); the predictor keeps whichever reads better.
+    ``splits`` are alternative readings of a wide segment as several characters (empty when
+    it is not wide enough to hold two); the predictor keeps whichever reads best.
     """
 
     ink: np.ndarray  # (h, w) float32, ink = 1
     box: tuple[int, int, int, int]  # (x, y, w, h) in ink-map pixels
     line: int
-    pieces: tuple[Segment, ...] = ()
+    splits: tuple[tuple[Segment, ...], ...] = ()
 
 
 @dataclass
@@ -120,17 +120,34 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
     return [sorted(members, key=lambda g: g.x0) for _, _, members in lines]
 
 
-def _cuts(ink: np.ndarray) -> list[int]:
-    """Columns where a wide piece of ink would be split, at column-projection minima."""
+def _cut_sets(ink: np.ndarray) -> list[list[int]]:
+    """Alternative sets of columns at which a wide piece of ink may be cut.
+
+    Two characters: each of the three deepest minima of the column projection in the middle
+    70% (a narrow 1 beside a wide 8 is cut far from the centre). More characters (wider than
+    about 1.5 heights): one cut at the projection minimum near each equal division.
+    """
     h, w = ink.shape
-    parts = max(2, round(w / (0.75 * h)))
     profile = ndimage.uniform_filter1d(ink.sum(axis=0), size=max(1, h // 10))
-    cuts = []
-    for k in range(1, parts):
-        centre = k * w / parts
-        lo, hi = int(centre - 0.25 * w / parts), int(centre + 0.25 * w / parts) + 1
-        cuts.append(lo + int(np.argmin(profile[lo:hi])))
-    return cuts
+    lo, hi = int(0.15 * w), int(0.85 * w) + 1
+    inner = profile[lo:hi]
+    is_min = np.r_[True, inner[1:] <= inner[:-1]] & np.r_[inner[:-1] <= inner[1:], True]
+    minima = lo + np.flatnonzero(is_min)
+    cut_sets: list[list[int]] = []
+    for col in minima[np.argsort(profile[minima], kind="stable")]:
+        if all(abs(col - c[0]) > 0.1 * w for c in cut_sets):
+            cut_sets.append([int(col)])
+        if len(cut_sets) == 3:
+            break
+    parts = round(w / (0.75 * h))
+    if parts >= 3:
+        cuts = []
+        for k in range(1, parts):
+            centre = k * w / parts
+            a, b = int(centre - 0.25 * w / parts), int(centre + 0.25 * w / parts) + 1
+            cuts.append(a + int(np.argmin(profile[a:b])))
+        cut_sets.append(cuts)
+    return cut_sets
 
 
 def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
@@ -143,17 +160,21 @@ def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
     return Segment(crop, box, line)
 
 
-def _pieces(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[Segment, ...]:
-    bounds = [0, *_cuts(own), own.shape[1]]
-    pieces = (_crop(own[:, a:b], x0 + a, y0, line) for a, b in pairwise(bounds))
-    return tuple(p for p in pieces if p is not None)
+def _splits(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[tuple[Segment, ...], ...]:
+    splits = []
+    for cuts in _cut_sets(own):
+        bounds = [0, *cuts, own.shape[1]]
+        pieces = [_crop(own[:, a:b], x0 + a, y0, line) for a, b in pairwise(bounds)]
+        if all(p is not None for p in pieces):
+            splits.append(tuple(pieces))
+    return tuple(splits)
 
 
 def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
-    merged into characters, with a candidate split (``Segment.pieces``) for any character
+    merged into characters, with candidate splits (``Segment.splits``) for any character
     wider than ``WIDE`` times its height.
     """
     if mode not in MODES:
@@ -181,6 +202,6 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
             if seg is None:
                 continue
             if g.width > WIDE * g.height:
-                seg = replace(seg, pieces=_pieces(own, g.x0, g.y0, line_no))
+                seg = replace(seg, splits=_splits(own, g.x0, g.y0, line_no))
             segments.append(seg)
     return segments

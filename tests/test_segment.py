@@ -69,20 +69,30 @@ def test_a_wide_component_offers_a_split_at_the_thinnest_column():
     ink = _page((10, 20, 50, 60), (60, 48, 10, 4), (70, 20, 50, 60))
     (segment,) = segment_ink(ink, "auto")
     assert segment.box == (10, 20, 110, 60)
-    left, right = segment.pieces
+    left, right = segment.splits[0]  # the deepest projection minimum comes first
     assert 55 <= left.box[0] + left.box[2] <= 75
     assert left.box[0] == 10 and right.box[0] + right.box[2] == 120
+    assert all(len(split) == 2 for split in segment.splits)
+
+
+def test_a_very_wide_component_also_offers_a_split_into_several():
+    ink = _page((10, 20, 40, 60), (50, 48, 10, 4), (60, 20, 40, 60), (100, 48, 10, 4),
+                (110, 20, 40, 60))
+    (segment,) = segment_ink(ink, "multi")
+    first, second, third = segment.splits[-1]  # each cut falls inside a bridge
+    assert first.box[0] == 10
+    assert 50 <= second.box[0] <= 60 and 100 <= third.box[0] <= 110
 
 
 def test_a_narrow_character_offers_no_split():
     (segment,) = segment_ink(_page((10, 10, 40, 80)), "multi")
-    assert segment.pieces == ()
+    assert segment.splits == ()
 
 
 def test_single_mode_treats_all_ink_as_one_character():
     (segment,) = segment_ink(_page((20, 20, 20, 60), (200, 30, 30, 50)), "single")
     assert segment.box == (20, 20, 210, 60)
-    assert segment.pieces == ()
+    assert segment.splits == ()
 
 
 def test_unknown_mode_is_a_value_error():
