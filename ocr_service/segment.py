@@ -160,11 +160,22 @@ def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
     return Segment(crop, box, line)
 
 
+def _without_slivers(piece: np.ndarray) -> np.ndarray:
+    """Drop small parts a cut leaves behind: tips of the neighbour's strokes."""
+    labels, n = ndimage.label(piece > 0, structure=_EIGHT)
+    if n < 2:
+        return piece
+    area = np.bincount(labels.ravel())
+    area[0] = 0
+    return np.where((area >= 0.15 * area.max())[labels], piece, 0.0)
+
+
 def _splits(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[tuple[Segment, ...], ...]:
     splits = []
     for cuts in _cut_sets(own):
         bounds = [0, *cuts, own.shape[1]]
-        pieces = [_crop(own[:, a:b], x0 + a, y0, line) for a, b in pairwise(bounds)]
+        pieces = [_crop(_without_slivers(own[:, a:b]), x0 + a, y0, line)
+                  for a, b in pairwise(bounds)]
         if all(p is not None for p in pieces):
             splits.append(tuple(pieces))
     return tuple(splits)

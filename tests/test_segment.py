@@ -75,6 +75,14 @@ def test_a_wide_component_offers_a_split_at_the_thinnest_column():
     assert all(len(split) == 2 for split in segment.splits)
 
 
+def test_a_split_leaves_the_neighbours_stroke_tips_out():
+    # The right character's foot reaches under the left one; a bridge joins the two.
+    ink = _page((10, 20, 40, 40), (60, 20, 40, 60), (50, 40, 10, 4), (30, 72, 30, 4))
+    (segment,) = segment_ink(ink, "multi")
+    left = segment.splits[0][0]
+    assert left.box[1] == 20 and left.box[3] <= 41  # no foot below row 60
+
+
 def test_a_very_wide_component_also_offers_a_split_into_several():
     ink = _page((10, 20, 40, 60), (50, 48, 10, 4), (60, 20, 40, 60), (100, 48, 10, 4),
                 (110, 20, 40, 60))
