@@ -78,7 +78,10 @@ def _decode_base64(value: Any) -> bytes:
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # deeply nested arrays: json raises this, not a ValueError
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "bad_json", "request body must be a JSON object")
     return body

@@ -142,6 +142,7 @@ def test_bad_options_are_400(client, query, fragment):
         ({"data": {"file": (io.BytesIO(PNG), "a.png")}}, 400, "missing_image"),
         ({"json": {"picture": "x"}}, 400, "missing_image"),
         ({"data": b"{not json", "content_type": "application/json"}, 400, "bad_json"),
+        ({"data": b"[" * 100_000, "content_type": "application/json"}, 400, "bad_json"),
         ({"json": {"image": "@@@not base64@@@"}}, 400, "bad_base64"),
         ({"json": {"image": "data:image/png,plain"}}, 400, "bad_base64"),
         ({"data": b"GIF89a garbage", "content_type": "image/gif"}, 400, "bad_image"),
