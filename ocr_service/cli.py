@@ -117,9 +117,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="mlp: static backprop; rbp: recurrent (Almeida-Pineda) backprop")
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
-                        "rbp uses the first as its state size)")
+                        "rbp uses the first as its state size, default 256)")
     p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid"),
-                   default=None, help="hidden activation (default relu; tanh for rbp)")
+                   default=None, help="hidden activation (default relu)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
@@ -149,8 +149,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else defaults.lr)
     return TrainConfig(
         model=args.model,
-        hidden=args.hidden or ((128,) if rbp else defaults.hidden),
-        activation=args.activation or ("tanh" if rbp else defaults.activation),
+        hidden=args.hidden or ((256,) if rbp else defaults.hidden),
+        activation=args.activation or defaults.activation,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
         weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
         label_smoothing=args.label_smoothing, augment=args.augment, patience=args.patience,

@@ -131,3 +131,16 @@ def test_console_script_runs_as_a_real_command(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, floor", [("digits", 0.975), ("mnist5k", 0.95)])
+def test_recurrent_backprop_model_trains_with_its_defaults(tmp_path, dataset, floor):
+    out = tmp_path / f"rbp-{dataset}"
+    assert train_main(["--model", "rbp", "--dataset", dataset, "--seed", "0", "--quiet",
+                       "--out", str(out)]) == 0
+    artifact = load_model(out)
+    assert artifact.kind == "rbp"
+    assert artifact.metadata["metrics"]["test_accuracy"] >= floor
+    history = artifact.metadata["training"]["history"]
+    assert all(h["forward_iterations"] > 1 and h["backward_iterations"] > 1 for h in history)
