@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 from .app import Service
 from .errors import ApiError, error_body
 from .model_holder import ReloadError
+from .openapi import build_spec
 from .predictor import PredictionResult, Predictor
 from .preprocess import ImageError
 
@@ -45,7 +46,8 @@ def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]
     """``top_k`` (1..n_classes), ``segment`` and ``include_input`` from a request's fields."""
     raw_k = source.get("top_k", min(DEFAULT_TOP_K, n_classes))
     try:
-        if isinstance(raw_k, (bool, float)):  # JSON true / 2.5 are not counts
+        # JSON true and 2.5 are not counts; 5.0 is (JSON Schema's integers include it)
+        if isinstance(raw_k, bool) or (isinstance(raw_k, float) and not raw_k.is_integer()):
             raise ValueError
         top_k = int(raw_k)
     except (TypeError, ValueError):
@@ -88,21 +90,21 @@ def _json_body() -> dict[str, Any]:
 
 
 def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
-    """The uploaded image's bytes and where its options come from, by content type."""
+    """The uploaded image's bytes and the request body's fields, by content type."""
     mimetype = request.mimetype
     if mimetype.startswith("image/"):
         data = request.get_data(cache=False)
         if not data:
             raise ApiError(400, "missing_image", "request body is empty")
-        return data, request.args
+        return data, {}
     if mimetype == "multipart/form-data":
         upload = request.files.get("image")
         if upload is None:
             raise ApiError(400, "missing_image", 'multipart field "image" is missing')
-        return upload.stream.read(), _merged(request.args, request.form)
+        return upload.stream.read(), request.form
     if mimetype == "application/json":
         body = _json_body()
-        return _decode_base64(body.get("image")), _merged(request.args, body)
+        return _decode_base64(body.get("image")), body
     if not mimetype and not request.content_length:
         raise ApiError(400, "missing_image", "send an image (see /openapi.json)")
     raise ApiError(
@@ -113,17 +115,13 @@ def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
     )
 
 
-def _merged(query: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
-    """Options from the query string and the body; one given in both must agree."""
-    merged = {k: query.get(k) for k in query}
-    for key in body:
-        if key == "image":
-            continue
-        value = body.get(key)
-        if key in merged and str(merged[key]) != str(value):
-            raise ApiError(400, "bad_parameter", f"{key} differs between query and body")
-        merged[key] = value
-    return merged
+def _all_options(
+    query: Mapping[str, Any], body: Mapping[str, Any], n_classes: int
+) -> tuple[int, str, bool]:
+    """Options from the query string and the body: every given value must be valid, and for
+    an option given in both places the query string's value is used."""
+    _options(body, n_classes)
+    return _options({**{k: body.get(k) for k in body if k != "image"}, **query}, n_classes)
 
 
 def _record(result: PredictionResult) -> None:
@@ -138,8 +136,10 @@ def _record(result: PredictionResult) -> None:
 def predict() -> dict[str, Any]:
     t0 = perf_counter()
     predictor = _service().holder.get()
-    data, source = _read_single_image()
-    top_k, segment, include_input = _options(source, len(predictor.artifact.classes))
+    data, fields = _read_single_image()
+    top_k, segment, include_input = _all_options(
+        request.args, fields, len(predictor.artifact.classes)
+    )
     result = predictor.predict_bytes(data, top_k=top_k, segment=segment)
     _record(result)
     body = result.to_dict(include_inputs=include_input)
@@ -163,8 +163,8 @@ def predict_batch() -> dict[str, Any]:
     limit = service.settings.max_batch
     if len(uploads) > limit:
         raise ApiError(413, "too_large", f"{len(uploads)} images exceed the batch limit {limit}")
-    top_k, segment, include_input = _options(
-        _merged(request.args, request.form), len(predictor.artifact.classes)
+    top_k, segment, include_input = _all_options(
+        request.args, request.form, len(predictor.artifact.classes)
     )
     results: list[dict[str, Any]] = []
     for upload in uploads:
@@ -254,7 +254,9 @@ def metrics() -> Response:
 
 @ops.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    return _service().openapi
+    service = _service()
+    predictor = service.holder.predictor
+    return build_spec(service.settings, len(predictor.artifact.classes) if predictor else None)
 
 
 #: the page loads only its own script and style; uploads are previewed from blob: URLs

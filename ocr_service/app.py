@@ -22,7 +22,6 @@ from .config import Settings, load_settings
 from .errors import ApiError, error_body
 from .metrics import Metrics
 from .model_holder import ModelHolder
-from .openapi import build_spec
 from .preprocess import ImageError
 
 __all__ = ["Service", "create_app"]
@@ -48,7 +47,6 @@ class Service:
     settings: Settings
     holder: ModelHolder
     metrics: Metrics
-    openapi: dict[str, Any]
 
 
 class _InMemoryRequest(Request):
@@ -135,7 +133,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     metrics = Metrics()
     holder = ModelHolder(settings, metrics)
     holder.try_reload()
-    app.extensions["ocr"] = Service(settings, holder, metrics, build_spec(settings))
+    app.extensions["ocr"] = Service(settings, holder, metrics)
 
     from .api import ops, v1
 

@@ -176,20 +176,34 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}  # fmt: skip
 
 
-_OPTIONS = [
-    _query("top_k", {"type": "integer", "minimum": 1, "default": 3},
-           "alternatives per character, 1..number of classes"),
-    _query("segment", {"type": "string", "enum": ["auto", "single", "multi"], "default": "auto"},
-           "single: the whole image is one character; multi: split into characters"),
-    _query("include_input", {"type": "string", "enum": ["0", "1"], "default": "0"},
-           "1: add each character's model input (the normalised image the model saw)"),
-]  # fmt: skip
+#: what ``_decode_base64`` accepts: padded base64, optionally as a ``data:<type>;base64,`` URL
+_BASE64 = (
+    r"^(data:[A-Za-z0-9/+.-]*;base64,)?"
+    r"([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
 
-_OPTION_PROPERTIES = {
-    "top_k": {"type": "integer", "minimum": 1},
-    "segment": {"type": "string", "enum": ["auto", "single", "multi"]},
-    "include_input": {"type": "string", "enum": ["0", "1"]},
-}
+
+def _top_k(n_classes: int | None) -> dict[str, Any]:
+    """``top_k``'s schema: 1..number of classes of the served model (if one is loaded)."""
+    return {"type": "integer", "minimum": 1} | ({"maximum": n_classes} if n_classes else {})
+
+
+def _options(n_classes: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The prediction options as query parameters and as body properties."""
+    properties = {
+        "top_k": _top_k(n_classes),
+        "segment": {"type": "string", "enum": ["auto", "single", "multi"]},
+        "include_input": {"type": "string", "enum": ["0", "1"]},
+    }
+    parameters = [
+        _query("top_k", {**properties["top_k"], "default": 3},
+               "alternatives per character, 1..number of classes"),
+        _query("segment", {**properties["segment"], "default": "auto"},
+               "single: the whole image is one character; multi: split into characters"),
+        _query("include_input", {**properties["include_input"], "default": "0"},
+               "1: add each character's model input (the normalised image the model saw)"),
+    ]  # fmt: skip
+    return parameters, properties
 
 
 def _client_errors(*statuses: int) -> dict[str, Any]:
@@ -207,8 +221,9 @@ def _client_errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _error(text[s]) for s in statuses}
 
 
-def build_spec(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI document, with the configured limits in the descriptions."""
+def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, Any]:
+    """The OpenAPI document, with the configured limits and the served model's class count."""
+    parameters, option_properties = _options(n_classes)
     predict_body = {
         "required": True,
         "content": {
@@ -219,7 +234,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     "required": ["image"],
                     "properties": {
                         "image": {"type": "string", "format": "binary"},
-                        **_OPTION_PROPERTIES,
+                        **option_properties,
                     },
                 }
             },
@@ -228,8 +243,13 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                     "type": "object",
                     "required": ["image"],
                     "properties": {
-                        "image": {"type": "string", "description": "base64 or a data: URL"},
-                        **_OPTION_PROPERTIES,
+                        "image": {
+                            "type": "string",
+                            "minLength": 1,
+                            "pattern": _BASE64,
+                            "description": "base64 or a data: URL",
+                        },
+                        **option_properties,
                     },
                 }
             },
@@ -247,9 +267,10 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
                             "minItems": 1,
+                            "maxItems": settings.max_batch,
                             "description": f"at most {settings.max_batch} images (413 beyond)",
                         },
-                        **_OPTION_PROPERTIES,
+                        **option_properties,
                     },
                 }
             }
@@ -272,7 +293,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "post": {
                     "summary": "Recognise the characters in one image",
                     "operationId": "predict",
-                    "parameters": _OPTIONS,
+                    "parameters": parameters,
                     "requestBody": predict_body,
                     "responses": {
                         "200": _ok("recognised text and per-character details", "Prediction"),
@@ -284,7 +305,7 @@ def build_spec(settings: Settings) -> dict[str, Any]:
                 "post": {
                     "summary": f"Recognise up to {settings.max_batch} images, in order",
                     "operationId": "predictBatch",
-                    "parameters": _OPTIONS,
+                    "parameters": parameters,
                     "requestBody": batch_body,
                     "responses": {
                         "200": _ok("one result or error per image", "BatchPrediction"),

@@ -71,13 +71,19 @@ def test_json_top_k_must_be_an_integer(client, top_k):
     assert "top_k must be an integer" in response.get_json()["error"]["message"]
 
 
-def test_an_option_in_query_and_body_must_agree(client):
-    form = {"image": (io.BytesIO(PNG), "digit.png"), "top_k": "2"}
-    assert client.post("/v1/predict?top_k=2", data=form).status_code == 200
-    form["image"] = (io.BytesIO(PNG), "digit.png")
-    response = client.post("/v1/predict?top_k=0", data=form)
-    assert response.status_code == 400
-    assert "top_k differs between query and body" in response.get_json()["error"]["message"]
+def test_an_option_in_query_and_body_must_be_valid_in_both_and_the_query_wins(client):
+    def form(top_k):
+        return {"image": (io.BytesIO(PNG), "digit.png"), "top_k": top_k}
+
+    body = client.post("/v1/predict?top_k=2", data=form("1")).get_json()
+    assert len(body["characters"][0]["top"]) == 2
+    for query, field in (("top_k=0", "2"), ("top_k=2", "0")):
+        response = client.post(f"/v1/predict?{query}", data=form(field))
+        assert response.status_code == 400
+        assert "top_k must be in 1..10" in response.get_json()["error"]["message"]
+    response = client.post("/v1/predict?segment=single", json={
+        "image": base64.b64encode(PNG).decode(), "segment": "diagonal"})  # fmt: skip
+    assert response.get_json()["error"]["code"] == "bad_parameter"
 
 
 def test_all_forms_give_the_same_answer(client):
