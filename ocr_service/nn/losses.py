@@ -9,9 +9,9 @@ __all__ = ["SoftmaxCrossEntropy", "softmax"]
 
 def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Row-wise softmax of ``(N, C)`` logits; shifting by the row max avoids overflow."""
-    out = np.subtract(logits, logits.max(axis=1, keepdims=True), out=out)
+    out = np.subtract(logits, np.maximum.reduce(logits, axis=1, keepdims=True), out=out)
     np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
+    out /= np.add.reduce(out, axis=1, keepdims=True)
     return out
 
 
@@ -30,27 +30,33 @@ class SoftmaxCrossEntropy:
         self.probs: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         self._grad: np.ndarray | None = None
+        self._row: np.ndarray | None = None  # (N, 1): row maxima, then row sums
+        self._rows = np.arange(0)
 
     def forward(self, logits: np.ndarray, labels: np.ndarray) -> float:
-        n = logits.shape[0]
+        n, c = logits.shape
         if self.probs is None or self.probs.shape != logits.shape or (
             self.probs.dtype != logits.dtype
         ):
             self.probs = np.empty_like(logits)
             self._grad = np.empty_like(logits)
+            self._row = np.empty((n, 1), dtype=logits.dtype)
+            self._rows = np.arange(n)
+        probs, row = self.probs, self._row
         # log-softmax via the log-sum-exp trick: log p = z - max - log(sum exp(z - max))
-        shifted = np.subtract(logits, logits.max(axis=1, keepdims=True), out=self.probs)
-        picked = shifted[np.arange(n), labels].astype(np.float64)
+        np.maximum.reduce(logits, axis=1, keepdims=True, out=row)
+        np.subtract(logits, row, out=probs)
+        picked = np.add.reduce(probs[self._rows, labels], dtype=np.float64)
         eps = self.label_smoothing
-        mean_shifted = shifted.mean(axis=1, dtype=np.float64) if eps else 0.0
-        np.exp(shifted, out=self.probs)
-        sums = self.probs.sum(axis=1, keepdims=True)
-        log_z = np.log(sums[:, 0].astype(np.float64))
-        self.probs /= sums
+        mean_shifted = np.add.reduce(probs, axis=None, dtype=np.float64) / c if eps else 0.0
+        np.exp(probs, out=probs)
+        np.add.reduce(probs, axis=1, keepdims=True, out=row)
+        log_z = np.add.reduce(np.log(row), axis=None, dtype=np.float64)
+        probs /= row
         self._labels = labels
-        # smoothed target: (1 - eps) on the label, eps spread uniformly over the C classes
-        loss = (1 - eps) * (log_z - picked) + eps * (log_z - mean_shifted)
-        return float(loss.mean())
+        # smoothed target: (1 - eps) on the label, eps spread uniformly over the C classes;
+        # summed over the batch: sum(log_z) - (1 - eps) sum(picked) - eps sum(mean_shifted)
+        return float(log_z - (1 - eps) * picked - eps * mean_shifted) / n
 
     def backward(self) -> np.ndarray:
         if self.probs is None or self._labels is None or self._grad is None:
@@ -59,6 +65,6 @@ class SoftmaxCrossEntropy:
         grad = self._grad
         eps = self.label_smoothing
         np.subtract(self.probs, eps / c, out=grad)
-        grad[np.arange(n), self._labels] -= 1.0 - eps
+        grad[self._rows, self._labels] -= 1.0 - eps
         grad *= 1.0 / n
         return grad
