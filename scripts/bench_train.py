@@ -37,6 +37,8 @@ from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -81,9 +83,6 @@ def engine_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int, se
 
 def sklearn_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int, seed: int
                 ) -> float:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-
     model = MLPClassifier(hidden_layer_sizes=job.hidden, activation="relu", solver="adam",
                           alpha=0.0, batch_size=job.batch_size, learning_rate_init=job.lr,
                           max_iter=job.epochs, tol=0.0, n_iter_no_change=10**9,
