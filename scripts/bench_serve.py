@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         ("worker RSS", " / ".join(f"{mb:.0f} MB" for mb in rss), "", "< 120 MB"),
     ]
     print(f"\nserving: gunicorn, production settings ({len(rss)} workers), loopback, {client}, "
-          f"{args.duration:g} s per row, {SATURATION_CONNECTIONS} connections when saturated")
+          f"{args.duration:g} s per row, {SATURATION_CONNECTIONS} connections when saturated; "
+          f"load average {os.getloadavg()[0]:.2f} (the client and server share the cores)")
     print(f"| {'measurement':<44} | {'result':>16} | {'ratio':>14} | {'goal':>8} |")
     print(f"|{'-' * 46}|{'-' * 17}:|{'-' * 15}:|{'-' * 9}:|")
     for name, value, extra, goal in rows:
