@@ -75,7 +75,7 @@ def _adjacent(a: _Group, b: _Group, height: float) -> bool:
     """Side-by-side parts of one broken character (``height``: the typical character's).
 
     Separate characters leave a visible gap; the pieces of a broken stroke nearly touch.
-    A small fragment (a loose bar) may sit a little farther away.
+    A small fragment (a loose bar, a stroke end) may sit farther away.
     """
     rows = min(a.y1, b.y1) - max(a.y0, b.y0)
     if rows < 0.3 * min(a.height, b.height):
@@ -84,7 +84,7 @@ def _adjacent(a: _Group, b: _Group, height: float) -> bool:
     width = max(a.x1, b.x1) - min(a.x0, b.x0)
     tall = max(a.y1, b.y1) - min(a.y0, b.y0)
     if min(a.height, b.height) < 0.5 * height:
-        return gap <= 0.1 * height and width <= 1.4 * tall
+        return gap <= 0.25 * height and width <= 2.0 * tall
     # Two narrow characters this close are merged too; the predictor's recognition-checked
     # split separates them again.
     return gap <= 0.05 * height and width <= 1.2 * tall
