@@ -48,6 +48,14 @@ def test_a_broken_stroke_side_by_side_is_one_character():
     assert segment.box == (20, 20, 36, 60)
 
 
+def test_a_small_stroke_end_a_little_apart_joins_its_character():
+    body, tail = (20, 20, 40, 60), (70, 60, 12, 15)  # 10 px away, a quarter of the height
+    (segment,) = segment_ink(_page(body, tail), "auto")
+    assert segment.box == (20, 20, 62, 60)
+    far = segment_ink(_page(body, (100, 60, 12, 15)), "auto")  # 40 px away: its own
+    assert len(far) == 2
+
+
 def test_ink_of_a_neighbour_reaching_into_the_box_is_left_out():
     # A long tail of the first character passes under the second one's box.
     ink = _page((20, 20, 20, 60), (20, 75, 110, 5), (100, 10, 20, 55))
