@@ -3,9 +3,12 @@
 Weights are written with ``np.savez`` and read with ``allow_pickle=False``; the JSON
 carries everything needed to rebuild the network (kind, layers, options), the class
 alphabet, the input scheme, the training history and the sha256 of the ``.npz`` bytes.
-Both files go to temporary names and are renamed into place, JSON last, so a reader
-sees either the old pair, or the new ``.npz`` with the old JSON (a checksum mismatch,
-which ``load_model`` waits out briefly), or the new pair, never a torn file.
+Both files go to temporary names and are renamed into place, JSON last. Before the new
+``.npz`` replaces the old one, the old weights are kept under a hidden name holding their
+checksum (``.NAME.<sha256>.npz.bak``) until the new JSON is in place: a reader that meets
+the new ``.npz`` with the old JSON -- during a save, or after a writer was killed between
+the two renames -- loads the old pair from that backup. So a reader sees the old model or
+the new one, never a torn or mismatched pair.
 """
 
 from __future__ import annotations
@@ -192,10 +195,35 @@ def save_model(
     }
     text = json.dumps(meta, indent=1, sort_keys=False, allow_nan=False)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
+    _keep_current_weights(npz_path, json_path)
     _atomic_write(npz_path, weights)
     _atomic_write(json_path, text.encode("utf-8"))
     _fsync_dir(npz_path.parent)
+    for stale in npz_path.parent.glob(f".{npz_path.stem}.*.npz.bak"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     return ModelArtifact(network=network, metadata=meta, path=strip_suffix(path))
+
+
+def _backup_path(npz_path: Path, sha: str) -> Path:
+    return npz_path.with_name(f".{npz_path.stem}.{sha}.npz.bak")
+
+
+def _keep_current_weights(npz_path: Path, json_path: Path) -> None:
+    """Hard-link (or copy) the weights the current JSON describes to their backup name."""
+    try:
+        sha = json.loads(json_path.read_text(encoding="utf-8"))["sha256"]
+        backup = _backup_path(npz_path, str(sha))
+        if backup.exists():  # left by an interrupted save; it is what the JSON describes
+            return
+        if hashlib.sha256(npz_path.read_bytes()).hexdigest() != sha:
+            return  # the current pair is already broken: nothing loadable to protect
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no current model
+    try:
+        os.link(npz_path, backup)
+    except OSError:  # filesystems without hard links
+        _atomic_write(backup, npz_path.read_bytes())
 
 
 def _validate_input(spec: Any, n_inputs: int) -> None:
@@ -260,14 +288,20 @@ def load_model(
 ) -> ModelArtifact:
     """Load and validate an artifact (default: :func:`default_model_path`).
 
-    A checksum mismatch is retried a few times, because a writer replaces the ``.npz``
-    just before the JSON; a mismatch that persists is a :class:`ChecksumMismatchError`.
+    When the ``.npz`` does not match the JSON, the backup of the weights the JSON
+    describes is used (a save is in progress or was interrupted); without one, the read is
+    retried a few times, as a save may have finished meanwhile, and a mismatch that persists
+    is a :class:`ChecksumMismatchError`.
     """
     base = strip_suffix(path) if path is not None else default_model_path()
     npz_path, json_path = artifact_paths(base)
     for attempt in range(retries + 1):
         meta = _read_metadata(json_path)
         state, digest = _read_weights(npz_path, meta["sha256"])
+        if state is None:
+            backup = _backup_path(npz_path, str(meta["sha256"]))
+            with contextlib.suppress(ModelNotFoundError):
+                state, _ = _read_weights(backup, meta["sha256"])
         if state is not None:
             break
         if attempt < retries:

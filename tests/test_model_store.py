@@ -170,3 +170,26 @@ def test_default_model_path_honours_the_environment(monkeypatch, tmp_path):
     assert default_model_path() == tmp_path / "x"
     monkeypatch.delenv("OCR_MODEL_PATH")
     assert default_model_path().parts[-2:] == ("models", "default")
+
+
+def test_a_save_killed_between_the_two_renames_leaves_the_old_model_loadable(
+        tmp_path, monkeypatch):
+    import ocr_service.model_store as store
+
+    old = save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=1), META)
+    real_write = store._atomic_write
+
+    def die_before_the_json(target, data):
+        if target.suffix == ".json":
+            raise KeyboardInterrupt  # stands in for SIGKILL after the .npz rename
+        real_write(target, data)
+
+    monkeypatch.setattr(store, "_atomic_write", die_before_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=2), META)
+    monkeypatch.setattr(store, "_atomic_write", real_write)
+    # the new weights are in place, the JSON is the old one: the backup serves the old pair
+    assert load_model(tmp_path / "m", retries=0).version == old.version
+    new = save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=3), META)
+    assert load_model(tmp_path / "m").version == new.version != old.version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz"]

@@ -25,7 +25,7 @@ import pytest
 from load_client import LoadGenerator
 from server_utils import REPO, digit_png, running_server, wait_until
 
-from ocr_service.model_store import ModelError, load_model
+from ocr_service.model_store import load_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -160,10 +160,7 @@ def _kill_when_written(process: subprocess.Popen, directory: Path, prefix: str) 
     "phase",
     [
         ".model.npz.",
-        pytest.param(".model.json.", marks=pytest.mark.xfail(strict=True, raises=ModelError,
-            reason="model_store.save_model renames the new .npz into place before writing the "
-            "JSON: killed in between, the old JSON's checksum no longer matches (reported to "
-            "the lead; model_store.py is the lead's)")),
+        ".model.json.",
     ],
 )  # fmt: skip
 def test_sigkill_during_save_leaves_the_previous_model_loadable(small_model_path, tmp_path, phase):
