@@ -164,9 +164,10 @@ def decode_scaled(
     boxes back to the upload's coordinates.
     """
     img, full = _open(data, max_pixels, work_pixels)
-    if img.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that swap the axes
+    upright = _upright(img)
+    if upright.size != img.size:  # the EXIF orientation swapped the axes
         full = full[::-1]
-    gray = _to_gray(_upright(img))
+    gray = _to_gray(upright)
     if work_pixels and gray.size > work_pixels:
         factor = int(np.ceil(np.sqrt(gray.size / work_pixels)))
         gray = np.asarray(Image.fromarray(gray, mode="F").reduce(factor), dtype=np.float32)

@@ -155,6 +155,12 @@ def test_exif_orientation_is_applied():
     np.testing.assert_allclose(decoded, gray_upright)
 
 
+def test_a_damaged_exif_block_is_ignored():
+    img = Image.fromarray(np.full((30, 20), 200, np.uint8))
+    data = _encode(img, "JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
+    assert decode_image(data).shape == (30, 20)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "WEBP", "GIF"])
 def test_every_allowed_format_decodes(fmt, held_out):
     digit = held_out[0][5]
