@@ -124,7 +124,7 @@ def _open(
 def _upright(img: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(img)
-    except Exception:  # malformed EXIF must not reject pixels that decoded fine
+    except Exception:  # malformed EXIF (e.g. struct.error) must not reject decoded pixels
         return img
 
 
