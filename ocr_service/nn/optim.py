@@ -102,7 +102,6 @@ class Optimizer:
         self.lr = lr
         self.weight_decay = weight_decay
         self.steps = 0
-        self._scratch = [np.empty_like(p) for p, _ in self.groups]
 
     def step(self) -> None:
         raise NotImplementedError
@@ -127,6 +126,7 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
         self.velocity = [np.zeros_like(p) for p, _ in self.groups]
+        self._scratch = [np.empty_like(p) for p, _ in self.groups]
 
     def step(self) -> None:
         self.steps += 1
@@ -174,6 +174,8 @@ class Adam(Optimizer):
         # multiply-add (``m = b1 m + g``) and the constants move into the step size.
         self.m = [np.zeros_like(p) for p, _ in self.groups]
         self.v = [np.zeros_like(p) for p, _ in self.groups]
+        # one block of scratch per group, reused block after block, so it stays in cache
+        self._scratch = [np.empty(min(p.size, BLOCK), p.dtype) for p, _ in self.groups]
 
     def step(self) -> None:
         self.steps += 1
@@ -184,13 +186,12 @@ class Adam(Optimizer):
         step_size = self.lr * (1 - b1) / (1 - b1**t) / v_scale
         eps_hat = self.eps / v_scale
         wd = self.weight_decay
-        decay = 1 - self.lr * wd if self.decoupled else 1.0
+        decay, l2 = (1 - self.lr * wd, 0.0) if self.decoupled else (1.0, wd)
         for (p, g), m, v, tmp in zip(self.groups, self.m, self.v, self._scratch, strict=True):
-            if not self.decoupled:
-                _add_l2(g, p, wd, tmp)
             for block in _blocks(p.size):
-                _adam_update(p[block], g[block], m[block], v[block], tmp[block],
-                             b1, b2, step_size, eps_hat, decay)
+                p_block = p[block]
+                _adam_update(p_block, g[block], m[block], v[block], tmp[: p_block.size],
+                             b1, b2, step_size, eps_hat, decay, l2)
 
 
 #: elements per block of an elementwise update: five float32 blocks fit in L2 cache, and
@@ -206,9 +207,11 @@ def _blocks(size: int) -> list[slice]:
 
 
 def _adam_update(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, tmp: np.ndarray,
-                 b1: float, b2: float, step_size: float, eps_hat: float, decay: float) -> None:
-    """In place: ``p *= decay``; ``m = b1 m + g``; ``v = b2 v + g²``;
+                 b1: float, b2: float, step_size: float, eps_hat: float, decay: float,
+                 l2: float) -> None:
+    """In place: ``g += l2 p``; ``p *= decay``; ``m = b1 m + g``; ``v = b2 v + g²``;
     ``p -= step_size * m / (sqrt(v) + eps_hat)``."""
+    _add_l2(g, p, l2, tmp)
     if decay != 1.0:
         p *= decay
     m *= b1
