@@ -105,3 +105,18 @@ def test_schedules():
     assert isinstance(make_schedule("cosine", 0.1, 100, 5), CosineLR)
     with pytest.raises(ValueError):
         make_schedule("exp", 0.1, 100)
+
+
+def test_adam_moments_of_idle_parameters_never_become_denormal():
+    # denormal floats make every multiply several times slower; a parameter whose gradient
+    # has become zero must see its moments flushed to zero before they get there
+    p, g = np.ones(8, np.float32), np.full(8, 1e-3, np.float32)
+    opt = Adam([(p, g)], lr=1e-3)
+    opt.step()
+    g[...] = 0.0
+    tiny = np.finfo(np.float32).tiny
+    for _ in range(1500):
+        opt.step()
+        for moment in (opt.m[0], opt.v[0]):
+            assert not np.any((moment != 0) & (np.abs(moment) < tiny))
+    assert np.all(opt.m[0] == 0)
