@@ -79,7 +79,21 @@ def _decode_base64(value: Any) -> bytes:
         raise ApiError(400, "bad_base64", 'JSON field "image" is not valid base64') from None
 
 
+def _body() -> bytes:
+    """The request body (cached for ``get_json``); 413 when a streamed body hits the limit.
+
+    werkzeug reads a body without Content-Length (chunked) up to MAX_CONTENT_LENGTH and stops
+    there without an error, so a longer one would arrive silently truncated.
+    """
+    data = request.get_data()
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise ApiError(413, "too_large", f"request body reaches the {limit}-byte limit")
+    return data
+
+
 def _json_body() -> dict[str, Any]:
+    _body()
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # deeply nested arrays: json raises this, not a ValueError
@@ -93,7 +107,7 @@ def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
     """The uploaded image's bytes and the request body's fields, by content type."""
     mimetype = request.mimetype
     if mimetype.startswith("image/"):
-        data = request.get_data(cache=False)
+        data = _body()
         if not data:
             raise ApiError(400, "missing_image", "request body is empty")
         return data, {}

@@ -5,12 +5,16 @@ and model reloads through the admin token and through ``kill -HUP`` of the maste
 """
 
 import base64
+import contextlib
 import os
+import re
 import shutil
 import signal
+import socket
 
 import pytest
 import requests
+from fuzz_corpus import seed_corpus
 from server_utils import digit_png, running_server, save_variant, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -186,3 +190,47 @@ def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
         assert srv.get("/readyz").status_code == 200
         raw = {"Content-Type": "image/png"}
         assert srv.post("/v1/predict", data=PNG, headers=raw).json()["model"]["version"] == v3
+
+
+def _raw_exchange(server, head: bytes, body_chunks=(), timeout: float = 5.0) -> bytes:
+    """Send a request head and body chunks on a plain socket; the whole first answer."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(head)
+        with contextlib.suppress(OSError):  # the server may answer and close mid-upload
+            for chunk in body_chunks:
+                conn.sendall(chunk)
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"Content-Length: (\d+)", answer).group(1)
+        ):
+            answer += conn.recv(4096)
+        return answer
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(server):
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 100000000\r\n\r\n")  # fmt: skip
+    # 1 kB of the announced 100 MB is sent: the answer comes without waiting for the rest
+    answer = _raw_exchange(server, head, [b"\x89PNG" + b"\0" * 1000])
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert b'"code":"too_large"' in answer
+
+
+@pytest.mark.parametrize(
+    "content_type", [b"image/png", b"application/json", b"multipart/form-data; boundary=x"]
+)
+def test_a_chunked_body_over_the_limit_is_refused(server, content_type):
+    head = (b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: " + content_type
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+    chunk = b"2710\r\n" + b"\0" * 10_000 + b"\r\n"  # 10,000-byte chunks, never a last chunk
+    answer = _raw_exchange(server, head, [chunk] * 40)  # 400 kB > OCR_MAX_UPLOAD_BYTES
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    assert b'"code":"too_large"' in answer
+
+
+def test_pillow_decompression_bomb_warning_is_an_error_in_the_server(server):
+    bomb = seed_corpus()["png_bomb_warning_range"]  # 100 MP: Pillow only *warns* by default
+    response = server.post("/v1/predict", data=bomb, headers={"Content-Type": "image/png"})
+    assert _error(response) == (413, "too_large")
+    assert "decompression bomb" in response.json()["error"]["message"]
