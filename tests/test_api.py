@@ -1,6 +1,7 @@
 """The /v1 routes and operational endpoints through Flask's test client."""
 
 import base64
+import hmac
 import io
 import shutil
 
@@ -313,3 +314,42 @@ def test_recurrent_models_report_fixed_point_iterations(tmp_path, model_copy):
     text = client.get("/metrics").get_data(as_text=True)
     assert "ocr_fixed_point_iterations_count 2.0" in text
     assert 'ocr_model_info{kind="rbp"' in text
+
+
+def test_admin_token_is_compared_in_constant_time(client, monkeypatch):
+    from ocr_service import api
+
+    calls, real = [], hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(api.hmac, "compare_digest", spy)
+    assert _reload(client, token="x" * 3).status_code == 403  # shorter: still no exception
+    assert _reload(client, token="é" * 40).status_code == 403  # non-ASCII: compared as bytes
+    assert client.post("/v1/admin/reload", headers={"Authorization": f"bearer {TOKEN}"}
+                       ).status_code == 200  # fmt: skip
+    assert len(calls) == 3 and all(isinstance(b, bytes) for pair in calls for b in pair)
+
+
+def test_no_client_can_choose_the_model_path(client, model_copy, tmp_path):
+    from server_utils import save_variant
+
+    served = client.get("/v1/model").get_json()["version"]
+    other = save_variant(model_copy, tmp_path / "other", "attacker-chosen")
+    path = str(tmp_path / "other")
+    fields = {"path": path, "model": path, "model_path": path}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [
+        client.post("/v1/admin/reload", query_string=fields, headers=auth),
+        client.post("/v1/admin/reload", json=fields, headers=auth),
+        client.post("/v1/admin/reload", data=fields, headers=auth),
+        client.post("/v1/predict", query_string=fields, data=PNG, content_type="image/png"),
+        client.post("/v1/predict", json={"image": base64.b64encode(PNG).decode(), **fields}),
+        client.get("/v1/model", query_string=fields),
+    ]
+    for response in answers:
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert (body.get("model") or body)["version"] == served != other

@@ -148,6 +148,9 @@ def test_unready_without_a_model(tmp_path):
         assert _error(response) == (503, "not_ready")
         assert _error(srv.post("/v1/predict", data=PNG, headers={"Content-Type": "image/png"})) \
             == (503, "not_ready")  # fmt: skip
+        # no OCR_ADMIN_TOKEN: the admin route does not exist, whatever the client sends
+        for headers in ({}, {"Authorization": "Bearer "}, {"Authorization": "Bearer x"}):
+            assert _error(srv.post("/v1/admin/reload", headers=headers)) == (404, "not_found")
 
 
 def _all_workers_serve(server, version: str) -> bool:
