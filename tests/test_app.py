@@ -137,3 +137,11 @@ def test_a_model_that_fails_on_a_probe_image_is_refused(small_model_path, monkey
     assert "fails on a probe image (FloatingPointError" in response.get_json()["error"]["message"]
     monkeypatch.undo()
     assert client.post("/v1/predict", data=digit_png(), content_type="image/png").status_code == 200
+
+
+def test_a_large_non_file_form_field_is_413(small_model_path):
+    client = _app(small_model_path).test_client()
+    fields = {"image": (io.BytesIO(digit_png()), "a.png"), "top_k": "1" * 600_000}
+    response = client.post("/v1/predict", data=fields)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "too_large"
