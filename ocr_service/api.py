@@ -228,9 +228,7 @@ def admin_reload() -> dict[str, Any]:
         raise ApiError(404, "not_found", "admin routes are disabled (OCR_ADMIN_TOKEN is not set)")
     header = request.headers.get("Authorization", "")
     if not header:
-        raise ApiError(
-            401, "unauthorized", "missing bearer token", {"WWW-Authenticate": "Bearer"}
-        )
+        raise ApiError(401, "unauthorized", "missing bearer token", {"WWW-Authenticate": "Bearer"})
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode(), token.encode()

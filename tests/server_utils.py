@@ -169,4 +169,3 @@ def _alive(url: str) -> bool:
         return requests.get(url + "/healthz", timeout=1).status_code == 200
     except requests.RequestException:
         return False
-

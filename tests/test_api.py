@@ -95,9 +95,7 @@ def test_all_forms_give_the_same_answer(client):
 
 
 def test_include_input_returns_the_model_input(client):
-    body = client.post(
-        "/v1/predict?include_input=1", data=PNG, content_type="image/png"
-    ).get_json()
+    body = client.post("/v1/predict?include_input=1", data=PNG, content_type="image/png").get_json()
     grid = body["characters"][0]["input"]
     shape = client.get("/v1/model").get_json()["input"]
     assert len(grid) == shape["height"] and all(len(row) == shape["width"] for row in grid)

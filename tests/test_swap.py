@@ -73,8 +73,9 @@ def _refused_everywhere(server, version: str) -> None:
     for _ in range(4):  # every (new) worker reports the refused load, and is still ready
         info = server.get("/v1/model", headers={"Connection": "close"}).json()
         assert info["version"] == version
-        assert info["last_reload"]["ok"] is False and "cannot load model" in (
-            info["last_reload"]["error"]
+        assert (
+            info["last_reload"]["ok"] is False
+            and "cannot load model" in (info["last_reload"]["error"])
         )
         ready = server.get("/readyz", headers={"Connection": "close"})
         assert ready.status_code == 200
@@ -88,9 +89,10 @@ def test_swaps_under_load_lose_no_request(small_model_path, tmp_path):
         shutil.copy(small_model_path + suffix, str(model) + suffix)
     v1 = load_model(model).version
     env = {"OCR_ADMIN_TOKEN": TOKEN, "OCR_MAX_REQUESTS": "0"}
-    with running_server(model, tmp_path, env=env, workers=2) as server, LoadGenerator(
-        server.url, digit_png("0"), threads=3, pause=0.005, max_seconds=120
-    ) as load:
+    with (
+        running_server(model, tmp_path, env=env, workers=2) as server,
+        LoadGenerator(server.url, digit_png("0"), threads=3, pause=0.005, max_seconds=120) as load,
+    ):
         assert wait_until(lambda: load.stats().requests > 200, 20)
 
         # 1. retrain over the served artifact, then the admin route switches every worker
