@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from gradcheck import numerical_grad, relative_error
 
 from ocr_service.nn import network_from_config
 from ocr_service.nn.losses import SoftmaxCrossEntropy
@@ -45,23 +46,6 @@ def _loss(net: RecurrentNetwork, x: np.ndarray, y: np.ndarray) -> float:
     return SoftmaxCrossEntropy().forward(logits, y)
 
 
-def _central_difference(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    num = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        old = arr[i]
-        arr[i] = old + eps
-        plus = f()
-        arr[i] = old - eps
-        minus = f()
-        arr[i] = old
-        num[i] = (plus - minus) / (2 * eps)
-    return num
-
-
-def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-
-
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid"])
 @pytest.mark.parametrize("w_scale", [1.0, 4.0], ids=["free", "normalised"])
 def test_gradients_match_central_differences(activation: str, w_scale: float) -> None:
@@ -71,9 +55,9 @@ def test_gradients_match_central_differences(activation: str, w_scale: float) ->
     scale_active = not np.array_equal(net.effective_weight(), net.params["W"])
     assert scale_active == (w_scale > 1.0)
     for name, param in net.params.items():
-        num = _central_difference(lambda: _loss(net, x, y), param)
-        assert _rel_err(grads[name], num) < 1e-6, name
-    assert _rel_err(dx, _central_difference(lambda: _loss(net, x, y), x)) < 1e-6
+        num = numerical_grad(lambda: _loss(net, x, y), param)
+        assert relative_error(grads[name], num) < 1e-6, name
+    assert relative_error(dx, numerical_grad(lambda: _loss(net, x, y), x)) < 1e-6
 
 
 def _unrolled_grads(net: RecurrentNetwork, x: np.ndarray, y: np.ndarray, steps: int):
@@ -107,7 +91,7 @@ def test_gradients_match_backprop_through_unrolled_iterations(damping: float) ->
     grads, _ = _analytic_grads(net, x, y)
     reference = _unrolled_grads(net, x, y, steps=400)
     for name in net.params:
-        assert _rel_err(grads[name], reference[name]) < 1e-5, name
+        assert relative_error(grads[name], reference[name]) < 1e-5, name
 
 
 def test_relaxations_converge_geometrically_and_report_iterations() -> None:

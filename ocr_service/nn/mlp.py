@@ -11,6 +11,7 @@ import numpy as np
 from .layers import ACTIVATIONS, Dense, Dropout, Layer, layer_from_config
 from .losses import softmax
 from .optim import pack_flat
+from .params import copy_params_into
 
 __all__ = ["MLP"]
 
@@ -137,14 +138,7 @@ class MLP:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy weights in place; names and shapes must match exactly."""
-        own = self.state_dict()
-        if set(own) != set(state):
-            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-            raise ValueError(f"parameter names differ: missing {missing}, unexpected {extra}")
-        for name, arr in own.items():
-            if arr.shape != state[name].shape:
-                raise ValueError(f"{name}: expected shape {arr.shape}, got {state[name].shape}")
-            arr[...] = state[name]
+        copy_params_into(self.state_dict(), state)
 
     def training_stats(self) -> dict[str, float]:
         """Per-step statistics worth recording in the history (none for an MLP)."""

@@ -41,6 +41,7 @@ import numpy as np
 
 from .layers import ACTIVATIONS, Dropout
 from .losses import softmax
+from .params import copy_params_into
 
 __all__ = ["FixedPointError", "RecurrentNetwork", "relax", "top_left_singular_vector"]
 
@@ -381,14 +382,7 @@ class RecurrentNetwork:
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         """Copy weights in place; names and shapes must match exactly."""
-        own = self.state_dict()
-        if set(own) != set(state):
-            missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-            raise ValueError(f"parameter names differ: missing {missing}, unexpected {extra}")
-        for name, arr in own.items():
-            if arr.shape != state[name].shape:
-                raise ValueError(f"{name}: expected shape {arr.shape}, got {state[name].shape}")
-            arr[...] = state[name]
+        copy_params_into(self.state_dict(), state)
 
     # ------------------------------------------------------------------ inference
     def predict_logits_with_stats(self, x: np.ndarray) -> tuple[np.ndarray, int]:
