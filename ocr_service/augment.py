@@ -30,13 +30,17 @@ def _displacement(n: int, h: int, w: int, rng: np.random.Generator, strength: fl
     # Inverse map: output pixel (y, x) relative to the centre -> source offset.
     cos, sin = np.cos(angle), np.sin(angle)
     sy, sx = 1.0 / (scale * aspect), aspect / scale
-    a = np.stack([
-        np.stack([sy * cos, sy * (sin + shear * cos)], axis=-1),
-        np.stack([-sx * sin, sx * (cos - shear * sin)], axis=-1),
-    ], axis=1).astype(np.float32)  # (N, 2, 2) rows: dy, dx
+    a = np.stack(
+        [
+            np.stack([sy * cos, sy * (sin + shear * cos)], axis=-1),
+            np.stack([-sx * sin, sx * (cos - shear * sin)], axis=-1),
+        ],
+        axis=1,
+    ).astype(np.float32)  # (N, 2, 2) rows: dy, dx
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    yy, xx = np.meshgrid(np.arange(h, dtype=np.float32) - cy,
-                         np.arange(w, dtype=np.float32) - cx, indexing="ij")
+    yy, xx = np.meshgrid(
+        np.arange(h, dtype=np.float32) - cy, np.arange(w, dtype=np.float32) - cx, indexing="ij"
+    )
     src_y = a[:, 0, 0, None, None] * yy + a[:, 0, 1, None, None] * xx + cy - shift[0, :, None, None]
     src_x = a[:, 1, 0, None, None] * yy + a[:, 1, 1, None, None] * xx + cx - shift[1, :, None, None]
 
@@ -52,8 +56,9 @@ def _elastic_field(n: int, h: int, w: int, rng: np.random.Generator, alpha: floa
     """
     field = rng.uniform(-1.0, 1.0, (n, h, w)).astype(np.float32)
     sigma = 4.0 * h / 28.0
-    ndimage.gaussian_filter(field, sigma=(0, sigma, sigma), output=field, mode="constant",
-                            truncate=2.0)
+    ndimage.gaussian_filter(
+        field, sigma=(0, sigma, sigma), output=field, mode="constant", truncate=2.0
+    )
     field *= np.float32(alpha)
     return field
 

@@ -103,15 +103,15 @@ class Predictor:
         """Load the artifact at ``path`` (None: ``$OCR_MODEL_PATH`` or the shipped model)."""
         from .model_store import default_model_path, load_model
 
-        return cls(load_model(default_model_path() if path is None else path),
-                   max_pixels=max_pixels)
+        return cls(
+            load_model(default_model_path() if path is None else path), max_pixels=max_pixels
+        )
 
     def predict_bytes(
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        gray, scale = decode_scaled(data, max_pixels=self.max_pixels,
-                                    work_pixels=_ANALYSIS_PIXELS)
+        gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=_ANALYSIS_PIXELS)
         return self.predict_gray(gray, top_k=top_k, segment=segment, scale=scale)
 
     def predict_gray(
@@ -159,12 +159,14 @@ class Predictor:
         for i in chosen:
             p = probs[i]
             order = np.argsort(-p, kind="stable")[:k]
-            characters.append(CharacterResult(
-                char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
-                confidence=float(best[i]),
-                box=_upload_box(candidates[i].box, scale),
-                top=[(self._classes[j], float(p[j])) for j in order],
-                model_input=inputs[i],
-                line=candidates[i].line,
-            ))
+            characters.append(
+                CharacterResult(
+                    char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
+                    confidence=float(best[i]),
+                    box=_upload_box(candidates[i].box, scale),
+                    top=[(self._classes[j], float(p[j])) for j in order],
+                    model_input=inputs[i],
+                    line=candidates[i].line,
+                )
+            )
         return PredictionResult(characters, {k: float(v) for k, v in stats.items()})

@@ -40,12 +40,18 @@ warnings.simplefilter("error", Image.DecompressionBombWarning)
 _ALLOWED_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF")
 # Recognisable images (or documents) we deliberately do not decode.
 _OTHER_IMAGE_MAGIC = (
-    b"II*\x00", b"MM\x00*",            # TIFF
-    b"\x00\x00\x01\x00",               # ICO
-    b"%PDF", b"%!PS", b"8BPS",         # PDF, PostScript, Photoshop
-    b"<?xml", b"<svg", b"qoif",        # SVG, QOI
-    b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51",  # JPEG 2000
-    b"\x76\x2f\x31\x01",               # OpenEXR
+    b"II*\x00",
+    b"MM\x00*",  # TIFF
+    b"\x00\x00\x01\x00",  # ICO
+    b"%PDF",
+    b"%!PS",
+    b"8BPS",  # PDF, PostScript, Photoshop
+    b"<?xml",
+    b"<svg",
+    b"qoif",  # SVG, QOI
+    b"\x00\x00\x00\x0cjP  ",
+    b"\xff\x4f\xff\x51",  # JPEG 2000
+    b"\x76\x2f\x31\x01",  # OpenEXR
 )
 
 
@@ -327,8 +333,7 @@ def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
         return crop
     padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
     padded[1:-1, 1:-1] = mask
-    interior = (mask & padded[:-2, 1:-1] & padded[2:, 1:-1]
-                & padded[1:-1, :-2] & padded[1:-1, 2:])
+    interior = mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     boundary = area - int(interior.sum())
     width = 2.0 * area / max(boundary, 1)
     missing = target * max(crop.shape) - width

@@ -174,8 +174,9 @@ def _splits(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[tuple[Segment
     splits = []
     for cuts in _cut_sets(own):
         bounds = [0, *cuts, own.shape[1]]
-        pieces = [_crop(_without_slivers(own[:, a:b]), x0 + a, y0, line)
-                  for a, b in pairwise(bounds)]
+        pieces = [
+            _crop(_without_slivers(own[:, a:b]), x0 + a, y0, line) for a, b in pairwise(bounds)
+        ]
         if all(p is not None for p in pieces):
             splits.append(tuple(pieces))
     return tuple(splits)

@@ -56,13 +56,19 @@ def main() -> None:
         rows = [
             ("decode (Pillow)", _median_ms(decode_image, uploads, args.repeat)),
             ("ink map", _median_ms(ink_from_gray, grays, args.repeat)),
-            ("normalise", _median_ms(
-                lambda i: normalize_character(i, predictor.artifact.scheme), inks, args.repeat)),
+            (
+                "normalise",
+                _median_ms(
+                    lambda i: normalize_character(i, predictor.artifact.scheme), inks, args.repeat
+                ),
+            ),
             ("network", _median_ms(network.predict_proba_with_stats, inputs, args.repeat)),
             ("total: predict_bytes", _median_ms(predictor.predict_bytes, uploads, args.repeat)),
         ]
-    print(f"Model `{predictor.artifact.name}` ({predictor.artifact.kind}), 28x28 PNG uploads, "
-          f"median of {args.repeat}, 1 BLAS thread\n")
+    print(
+        f"Model `{predictor.artifact.name}` ({predictor.artifact.kind}), 28x28 PNG uploads, "
+        f"median of {args.repeat}, 1 BLAS thread\n"
+    )
     print("| Step | Median |")
     print("|---|---:|")
     for name, ms in rows:

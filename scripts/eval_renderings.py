@@ -39,8 +39,9 @@ def _read(predictor: Predictor, data: bytes) -> tuple[str, float]:
     return text, (time.perf_counter() - start) * 1000.0
 
 
-def evaluate_renderings(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
-                        classes: list[str], seed: int) -> list[tuple[str, float, float, float]]:
+def evaluate_renderings(
+    predictor: Predictor, images: np.ndarray, labels: np.ndarray, classes: list[str], seed: int
+) -> list[tuple[str, float, float, float]]:
     """Per rendering: (name, accuracy, reject rate, median ms)."""
     rows = []
     for name, render in RENDERINGS.items():
@@ -57,9 +58,15 @@ def evaluate_renderings(predictor: Predictor, images: np.ndarray, labels: np.nda
     return rows
 
 
-def evaluate_strings(predictor: Predictor, images: np.ndarray, labels: np.ndarray,
-                     classes: list[str], count: int, seed: int,
-                     touching: float) -> tuple[float, float, float]:
+def evaluate_strings(
+    predictor: Predictor,
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    count: int,
+    seed: int,
+    touching: float,
+) -> tuple[float, float, float]:
     """(strings read completely right, digits right by position, boxes in reading order);
     ``touching`` is the fraction of gaps closed until neighbouring digits touch."""
     rng = np.random.default_rng(seed)
@@ -88,25 +95,34 @@ def main() -> None:
     args = parser.parse_args()
 
     predictor = Predictor.from_path(args.model)
-    test_images, test_labels = split_dataset(load_dataset("mnist5k"), seed=0,
-                                             test_fraction=0.2).test
+    test_images, test_labels = split_dataset(
+        load_dataset("mnist5k"), seed=0, test_fraction=0.2
+    ).test
     classes = predictor.artifact.classes
     with threadpool_limits(1):
         rows = evaluate_renderings(predictor, test_images, test_labels, classes, args.seed)
         strings = [
-            (touching, *evaluate_strings(predictor, test_images, test_labels, classes,
-                                         args.strings, args.seed, touching))
+            (
+                touching,
+                *evaluate_strings(
+                    predictor, test_images, test_labels, classes, args.strings, args.seed, touching
+                ),
+            )
             for touching in (0.0, 0.2)
         ]
-    print(f"Model `{predictor.artifact.name}` version {predictor.artifact.version}, "
-          f"{len(test_labels)} held-out mnist5k images (never trained on)\n")
+    print(
+        f"Model `{predictor.artifact.name}` version {predictor.artifact.version}, "
+        f"{len(test_labels)} held-out mnist5k images (never trained on)\n"
+    )
     print("| Upload rendering | Accuracy | Refused or `?` | Median time |")
     print("|---|---:|---:|---:|")
     for name, accuracy, rejected, ms in rows:
         print(f"| {name} | {accuracy:.1%} | {rejected:.1%} | {ms:.1f} ms |")
     for touching, whole, per_digit, ordered in strings:
-        print(f"| {args.strings} strings of 4-6 digits, {touching:.0%} of gaps touching | "
-              f"{whole:.1%} (digits {per_digit:.1%}) | | boxes in order {ordered:.0%} |")
+        print(
+            f"| {args.strings} strings of 4-6 digits, {touching:.0%} of gaps touching | "
+            f"{whole:.1%} (digits {per_digit:.1%}) | | boxes in order {ordered:.0%} |"
+        )
 
 
 if __name__ == "__main__":

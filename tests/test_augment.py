@@ -18,8 +18,10 @@ def digits() -> np.ndarray:
 def _centre_of_mass(images: np.ndarray) -> np.ndarray:
     _, h, w = images.shape
     mass = images.sum(axis=(1, 2))
-    return np.stack([images.sum(axis=2) @ np.arange(h), images.sum(axis=1) @ np.arange(w)],
-                    axis=1) / mass[:, None]
+    return (
+        np.stack([images.sum(axis=2) @ np.arange(h), images.sum(axis=1) @ np.arange(w)], axis=1)
+        / mass[:, None]
+    )
 
 
 def test_same_seed_same_result_and_input_untouched(digits):

@@ -26,12 +26,16 @@ def mnist_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     config = TrainConfig(hidden=(128,), epochs=12, patience=0, dropout=0.0)
     result = train(config, splits.train, splits.val, len(dataset.classes))
     path = tmp_path_factory.mktemp("models") / "mnist-mlp"
-    save_model(path, result.network, {
-        "name": "mnist-mlp",
-        "classes": dataset.classes,
-        "input": {"height": 28, "width": 28, "scheme": "mnist"},
-        "calibration": {"reject_threshold": result.reject_threshold},
-    })
+    save_model(
+        path,
+        result.network,
+        {
+            "name": "mnist-mlp",
+            "classes": dataset.classes,
+            "input": {"height": 28, "width": 28, "scheme": "mnist"},
+            "calibration": {"reject_threshold": result.reject_threshold},
+        },
+    )
     return str(path)
 
 
@@ -162,7 +166,8 @@ def test_boxes_of_a_large_photo_are_in_its_own_pixels(predictor, confident, stor
         exif[0x0112] = 6
         buf = io.BytesIO()
         Image.fromarray(page).transpose(Image.Transpose.ROTATE_90).save(
-            buf, format="JPEG", quality=92, exif=exif.tobytes())
+            buf, format="JPEG", quality=92, exif=exif.tobytes()
+        )
         data = buf.getvalue()
     (char,) = predictor.predict_bytes(data).characters
     assert char.char == str(label)
@@ -173,8 +178,9 @@ def test_boxes_of_a_large_photo_are_in_its_own_pixels(predictor, confident, stor
 
 def test_concurrent_requests_match_sequential_ones(predictor, confident):
     rng = np.random.default_rng(5)
-    uploads = [RENDERINGS[name](confident[0][i], rng)
-               for i in range(8) for name in sorted(RENDERINGS)]
+    uploads = [
+        RENDERINGS[name](confident[0][i], rng) for i in range(8) for name in sorted(RENDERINGS)
+    ]
     expected = [predictor.predict_bytes(u).to_dict(include_inputs=True) for u in uploads]
     with ThreadPoolExecutor(max_workers=4) as pool:
         got = list(pool.map(lambda u: predictor.predict_bytes(u).to_dict(True), uploads))

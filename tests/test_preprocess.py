@@ -139,8 +139,9 @@ def test_transparent_pixels_are_paper_whatever_their_colour(held_out):
         rgba[..., :3] = colour
         rgba[digit > 0, :3] = 0
         rgba[..., 3] = alpha
-        np.testing.assert_allclose(preprocess_bytes(_png(rgba, "RGBA"), "mnist"), reference,
-                                   atol=0.02)
+        np.testing.assert_allclose(
+            preprocess_bytes(_png(rgba, "RGBA"), "mnist"), reference, atol=0.02
+        )
 
 
 def test_exif_orientation_is_applied():
@@ -157,8 +158,10 @@ def test_exif_orientation_is_applied():
 
 def test_a_damaged_exif_block_is_ignored():
     # Orientation 6 plus a corrupted maker tag: Pillow's exif_transpose raises struct.error.
-    exif = (b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x02\x01\t\x00\x02\x00\x00\x00\x04\x8aam"
-            b"\x00\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\xf6\x00\x00\x00\x00\x00")
+    exif = (
+        b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x02\x01\t\x00\x02\x00\x00\x00\x04\x8aam"
+        b"\x00\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\xf6\x00\x00\x00\x00\x00"
+    )
     img = Image.fromarray(np.full((30, 20), 200, np.uint8))
     assert decode_image(_encode(img, "JPEG", exif=exif)).shape == (30, 20)
 
@@ -273,10 +276,18 @@ def _truncated_jpeg() -> bytes:
         (_png_header(30, 30)[:20], CorruptImageError, 400, "bad_image"),
         (_png_header(30, 30), CorruptImageError, 400, "bad_image"),
         (_truncated_jpeg(), CorruptImageError, 400, "bad_image"),
-        (_encode(Image.new("L", (20, 20)), "TIFF"), UnsupportedImageError, 415,
-         "unsupported_media_type"),
-        (b'<svg xmlns="http://www.w3.org/2000/svg"/>', UnsupportedImageError, 415,
-         "unsupported_media_type"),
+        (
+            _encode(Image.new("L", (20, 20)), "TIFF"),
+            UnsupportedImageError,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            b'<svg xmlns="http://www.w3.org/2000/svg"/>',
+            UnsupportedImageError,
+            415,
+            "unsupported_media_type",
+        ),
         (b"%PDF-1.4\n", UnsupportedImageError, 415, "unsupported_media_type"),
     ],
     ids=["empty", "text", "cut-header", "bad-pixel-data", "truncated-jpeg", "tiff", "svg", "pdf"],

@@ -35,8 +35,13 @@ def test_parts_of_one_character_are_merged():
 
 
 def test_a_loose_piece_inside_a_loop_belongs_to_it():
-    ink = _page((20, 20, 60, 6), (20, 74, 60, 6), (20, 20, 6, 60), (74, 20, 6, 60),  # a ring
-                (40, 40, 10, 10))
+    ink = _page(
+        (20, 20, 60, 6),
+        (20, 74, 60, 6),
+        (20, 20, 6, 60),
+        (74, 20, 6, 60),  # a ring
+        (40, 40, 10, 10),
+    )
     (segment,) = segment_ink(ink, "multi")
     assert segment.box == (20, 20, 60, 60)
     assert segment.ink.sum() == ink.sum()
@@ -66,8 +71,9 @@ def test_ink_of_a_neighbour_reaching_into_the_box_is_left_out():
 
 
 def test_lines_are_read_top_to_bottom():
-    ink = _page((200, 10, 20, 40), (20, 12, 20, 40), (30, 80, 20, 40), (150, 78, 20, 40),
-                shape=(140, 300))
+    ink = _page(
+        (200, 10, 20, 40), (20, 12, 20, 40), (30, 80, 20, 40), (150, 78, 20, 40), shape=(140, 300)
+    )
     segments = segment_ink(ink, "auto")
     assert [(s.line, s.box[0]) for s in segments] == [(0, 20), (0, 200), (1, 30), (1, 150)]
 
@@ -92,8 +98,9 @@ def test_a_split_leaves_the_neighbours_stroke_tips_out():
 
 
 def test_a_very_wide_component_also_offers_a_split_into_several():
-    ink = _page((10, 20, 40, 60), (50, 48, 10, 4), (60, 20, 40, 60), (100, 48, 10, 4),
-                (110, 20, 40, 60))
+    ink = _page(
+        (10, 20, 40, 60), (50, 48, 10, 4), (60, 20, 40, 60), (100, 48, 10, 4), (110, 20, 40, 60)
+    )
     (segment,) = segment_ink(ink, "multi")
     first, second, third = segment.splits[-1]  # each cut falls inside a bridge
     assert first.box[0] == 10
