@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from .model_store import SCHEMES, ModelError, load_model, save_model, strip_suffix
+from .model_store import ModelError, load_model, save_model, strip_suffix
+from .preprocess import SCHEMES
 from .training import TrainConfig, evaluate, predict_in_batches, train
 
 DATASETS = ("digits", "mnist5k", "idx", "openml", "folder")

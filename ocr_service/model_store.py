@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from .nn import network_from_config
+from .preprocess import SCHEMES
 
 __all__ = [
     "FORMAT_VERSION",
-    "SCHEMES",
     "ChecksumMismatchError",
     "ModelArtifact",
     "ModelError",
@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-#: input scheme -> (height, width) of the model input
-SCHEMES: dict[str, tuple[int, int]] = {"mnist": (28, 28), "optdigits": (8, 8)}
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
