@@ -126,7 +126,8 @@ def running_server(
     """Run ``ocr-serve`` (gunicorn) on a free loopback port until the block exits.
 
     ``env`` adds OCR_* variables; with ``require_ready`` it waits for ``/readyz`` == 200,
-    otherwise only for ``/healthz``. Server output goes to ``tmp_path/server.log``.
+    otherwise only for ``/healthz``, and then for all ``workers`` to be running. Server output
+    goes to ``tmp_path/server.log``.
     """
     port = free_port()
     full_env = {
@@ -153,6 +154,9 @@ def running_server(
             raise RuntimeError(f"server did not start in {timeout}s:\n{server.log()}")
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        # one worker answering is not all of them: tests compare worker PIDs before and after
+        if not wait_until(lambda: len(server.worker_pids()) == workers, timeout):
+            raise RuntimeError(f"{workers} workers did not start in {timeout}s:\n{server.log()}")
         yield server
     finally:
         if process.poll() is None:

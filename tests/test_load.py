@@ -1,4 +1,5 @@
-"""Saturation on loopback: ~30 s of back-to-back predictions against the real gunicorn.
+"""Saturation on loopback: 30 s of back-to-back predictions against the real gunicorn (more
+rounds, up to 90 s, when a busy machine serves fewer than 20,000 requests in the first).
 
 Zero errors and zero non-200 answers; the workers (recycling off, so the same processes serve
 the whole run) do not grow in resident memory across the run; p50/p99 are printed, checked
@@ -20,6 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 SECONDS = 30
 CONNECTIONS = 8
+#: requests the workers' memory is compared across, and extra 30 s rounds allowed to reach it
+REQUESTS = 20_000
+EXTRA_ROUNDS = 2
 #: warm-up: enough connections that every worker runs all its threads at once, so each
 #: thread's allocator arena reaches its working size before memory is measured
 WARMUP_SECONDS = 10
@@ -86,16 +90,24 @@ def test_saturation_has_no_errors_and_no_memory_growth(small_model_path, tmp_pat
         workers = server.worker_pids()
         before = {pid: _rss_kb(pid) for pid in workers}
         result = run(server.url, upload, SECONDS, CONNECTIONS)
+        rate = result["requests"] / SECONDS
+        # a machine busy with other work is slower: more rounds (bounded) reach the count
+        for _ in range(EXTRA_ROUNDS):
+            if result["requests"] >= REQUESTS:
+                break
+            more = run(server.url, upload, SECONDS, CONNECTIONS)
+            result["requests"] += more["requests"]
+            result["errors"] += more["errors"]
         after = {pid: _rss_kb(pid) for pid in workers}
         assert server.worker_pids() == workers
     print(
-        f"\nload ({run.__name__.strip('_')}, {CONNECTIONS} connections, {SECONDS} s): "
-        f"{result['requests']} requests, {result['errors']} errors, "
-        f"{result['requests'] / SECONDS:.0f} req/s, p50 {result['p50_ms']:.2f} ms, "
-        f"p99 {result['p99_ms']:.2f} ms; worker RSS before {before} kB, after {after} kB"
+        f"\nload ({run.__name__.strip('_')}, {CONNECTIONS} connections): {result['requests']} "
+        f"requests, {result['errors']} errors; first {SECONDS} s: {rate:.0f} req/s, p50 "
+        f"{result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms; "
+        f"worker RSS before {before} kB, after {after} kB"
     )
     assert warmup["errors"] == 0 and result["errors"] == 0
-    assert result["requests"] >= 20_000
+    assert result["requests"] >= REQUESTS
     assert 0 < result["p50_ms"] <= result["p99_ms"] < 1000
     for pid in workers:
         assert after[pid] - before[pid] < RSS_TOLERANCE_KB, (pid, before[pid], after[pid])
