@@ -95,6 +95,11 @@ def _register_error_handlers(app: Flask) -> None:
         return _json_error(500, "internal_error", "internal server error")
 
 
+#: methods counted under their own name; any other (clients may invent them) is "other",
+#: so a client cannot grow the metrics by one time series per made-up method
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 def _register_metrics_hooks(app: Flask, metrics: Metrics) -> None:
     @app.before_request
     def _start_timer() -> None:
@@ -107,7 +112,8 @@ def _register_metrics_hooks(app: Flask, metrics: Metrics) -> None:
             rule = request.url_rule
             route = rule.rule if rule is not None else "unmatched"
             elapsed = perf_counter() - t0
-            metrics.observe_request(route, request.method, response.status_code, elapsed)
+            method = request.method if request.method in _METHODS else "other"
+            metrics.observe_request(route, method, response.status_code, elapsed)
         return response
 
 

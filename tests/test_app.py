@@ -145,3 +145,13 @@ def test_a_large_non_file_form_field_is_413(small_model_path):
     response = client.post("/v1/predict", data=fields)
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_large"
+
+
+def test_made_up_methods_do_not_create_metric_series(small_model_path):
+    client = _app(small_model_path).test_client()
+    for method in ("XYZ1", "XYZ2", "PROPFIND"):
+        assert client.open("/v1/predict", method=method).status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "XYZ" not in text and "PROPFIND" not in text
+    line = 'ocr_http_requests_total{method="other",route="unmatched",status="405"} 3.0'
+    assert line in text.splitlines()
