@@ -253,18 +253,21 @@ def main(argv: list[str] | None = None) -> int:
 
             noop = measure(NOOP, single, SATURATION_CONNECTIONS)
             predict = measure("/v1/predict", single, SATURATION_CONNECTIONS)
+            unsplit = measure("/v1/predict?segment=single", single, SATURATION_CONNECTIONS)
             four = measure("/v1/predict", single, 4)
             one = measure("/v1/predict", single, 1)
             batched = measure("/v1/predict/batch", batch, 4)
             rss = worker_rss_mb(master.pid)
 
-    errors = sum(r.errors for r in (noop, predict, four, one, batched))
+    errors = sum(r.errors for r in (noop, predict, unsplit, four, one, batched))
     ratio = predict.requests_per_s / noop.requests_per_s
     images = batched.requests_per_s * BATCH_SIZE
     rows = [
         ("no-op POST (same body), saturated", f"{noop.requests_per_s:,.0f} req/s", "", ""),
         ("/v1/predict, saturated", f"{predict.requests_per_s:,.0f} req/s",
          f"{ratio:.0%} of no-op", "≥ 80%"),
+        ("/v1/predict?segment=single, saturated", f"{unsplit.requests_per_s:,.0f} req/s",
+         f"{unsplit.requests_per_s / noop.requests_per_s:.0%} of no-op", ""),
         ("/v1/predict p50, 4 connections", f"{four.p50_ms:.2f} ms", "", "≤ 3 ms"),
         ("/v1/predict p50, 1 client", f"{one.p50_ms:.2f} ms", "", "< 3 ms"),
         (f"/v1/predict/batch ({BATCH_SIZE} images), 4 connections", f"{images:,.0f} images/s",
