@@ -6,7 +6,9 @@ artifact's ``scheme`` (see ``docs``/interfaces): ink = 1.0, paper = 0.0, float32
 
 from __future__ import annotations
 
+import contextlib
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -82,10 +84,27 @@ class NoInkError(ImageError):
     code = "no_ink"
 
 
+def _pillow_recognises(prefix: bytes) -> bool:
+    """Whether one of Pillow's other format plugins claims these first bytes (PPM, PCX,
+    SGI, DDS, ...): such an upload is an image of a refused type, not a damaged one."""
+    Image.init()
+    for fmt, (_factory, accept) in Image.OPEN.items():
+        if fmt in ALLOWED_FORMATS or accept is None:
+            continue
+        with contextlib.suppress(IndexError, ValueError, TypeError, struct.error):
+            if accept(prefix):
+                return True
+    return False
+
+
 def _classify_unreadable(data: bytes) -> ImageError:
     if data.startswith(_ALLOWED_MAGIC):
         return CorruptImageError("the image data is damaged or truncated")
-    if data.startswith(_OTHER_IMAGE_MAGIC) or data[4:12] in (b"ftypheic", b"ftypavif", b"ftypmif1"):
+    if (
+        data.startswith(_OTHER_IMAGE_MAGIC)
+        or data[4:12] in (b"ftypheic", b"ftypavif", b"ftypmif1")
+        or _pillow_recognises(data[:16])  # Pillow itself reads 16 bytes to identify
+    ):
         return UnsupportedImageError("unsupported image type (use PNG, JPEG, GIF, BMP or WebP)")
     return CorruptImageError("the data is not a readable image")
 

@@ -141,13 +141,6 @@ def test_other_formats_are_refused_by_content(client, name):
     assert response.get_json()["error"]["code"] == "unsupported_media_type"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ImageError,
-    reason="preprocess knows the magic numbers of a few refused formats only; other formats "
-    "Pillow recognises are 400 bad_image instead of 415 (reported to the lead: ask Pillow's "
-    "format accept() functions, which read only the first bytes)",
-)
 @pytest.mark.parametrize("fmt", ["PPM", "PCX", "SGI", "DDS", "ICNS", "XBM", "MSP"])
 def test_every_format_pillow_recognises_but_we_refuse_is_415(fmt):
     mode = "1" if fmt in ("XBM", "MSP") else "RGB"
