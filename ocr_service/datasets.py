@@ -22,6 +22,7 @@ import http.client
 import importlib.util
 import math
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,14 +240,17 @@ def _openml_arrays(data_home: Path | None) -> tuple[np.ndarray, np.ndarray]:
     # The pandas parser is much faster on this dense table; liac-arff works without pandas.
     parser = "pandas" if importlib.util.find_spec("pandas") else "liac-arff"
     try:
-        bunch = fetch_openml(
-            "mnist_784",
-            version=1,
-            data_home=data_home,
-            as_frame=False,
-            parser=parser,
-            n_retries=0,  # retrying offline only delays the error and prints warnings
-        )
+        with warnings.catch_warnings():  # its "Retrying..." warning would break the one line
+            warnings.simplefilter("ignore", UserWarning)
+            bunch = fetch_openml(
+                "mnist_784",
+                version=1,
+                data_home=data_home,
+                as_frame=False,
+                parser=parser,
+                n_retries=1,  # the fewest scikit-learn accepts: offline, retries only add delay
+                delay=0.01,
+            )
     except (OSError, http.client.HTTPException) as exc:
         raise DatasetError(
             f"cannot download mnist_784 from OpenML (offline?): {_one_line(exc)}; "

@@ -269,7 +269,8 @@ def test_openml_offline_is_a_clear_one_line_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure\nin name resolution")
 
-    monkeypatch.setattr("sklearn.datasets.fetch_openml", offline)
+    # cut the network below the real fetch_openml, so its argument checks run too
+    monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
     with pytest.raises(DatasetError) as info:
         load_dataset("openml", tmp_path)
     message = str(info.value)
