@@ -260,7 +260,33 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
         isinstance(c, str) and c for c in meta["classes"]
     ):
         raise ModelFormatError(f"{json_path}: 'classes' must be a list of non-empty strings")
+    _check_types(meta, json_path)
     return meta
+
+
+#: metadata fields and the JSON types they must have where present
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "sha256": str, "version": str, "layers": list, "input": dict,
+    "options": dict, "calibration": dict, "training": dict, "metrics": dict,
+    "preprocess": dict, "name": str,
+}  # fmt: skip
+
+
+def _check_types(meta: dict[str, Any], json_path: Path) -> None:
+    """Refuse well-formed JSON whose fields have the wrong types (a hand-edited artifact)."""
+    for key, expected in _FIELD_TYPES.items():
+        if key in meta and not isinstance(meta[key], expected):
+            raise ModelFormatError(f"{json_path}: {key!r} has the wrong type")
+    if not all(isinstance(layer, dict) for layer in meta["layers"]):
+        raise ModelFormatError(f"{json_path}: every entry of 'layers' must be an object")
+    spec = meta["input"]
+    if not (isinstance(spec.get("scheme"), str) and isinstance(spec.get("height"), int)
+            and isinstance(spec.get("width"), int)):
+        raise ModelFormatError(f"{json_path}: 'input' needs a scheme string and int sizes")
+    threshold = meta.get("calibration", {}).get("reject_threshold")
+    if threshold is not None and (isinstance(threshold, bool)
+                                  or not isinstance(threshold, (int, float))):
+        raise ModelFormatError(f"{json_path}: 'reject_threshold' must be a number or null")
 
 
 def _read_weights(
@@ -312,7 +338,7 @@ def load_model(
     config = {"kind": meta["kind"], "layers": meta["layers"], **meta.get("options", {})}
     try:
         network = network_from_config(config)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelFormatError(f"{json_path}: invalid network description ({exc})") from None
     if len(meta["classes"]) != network.n_classes:
         raise ShapeMismatchError(

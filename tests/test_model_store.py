@@ -100,6 +100,14 @@ def _edit_json(base, change):
     (lambda m: m.update(classes=["a", "b"]), ShapeMismatchError),
     (lambda m: m["input"].update(scheme="mnist", height=28, width=28), ShapeMismatchError),
     (lambda m: m["input"].update(scheme="svhn"), ModelFormatError),
+    (lambda m: m["input"].update(scheme=[]), ModelFormatError),
+    (lambda m: m.update(calibration="x"), ModelFormatError),
+    (lambda m: m["calibration"].update(reject_threshold="high"), ModelFormatError),
+    (lambda m: m.update(layers=[1]), ModelFormatError),
+    (lambda m: m.update(layers="abc"), ModelFormatError),
+    (lambda m: m.update(options=[]), ModelFormatError),
+    (lambda m: m.update(training=[]), ModelFormatError),
+    (lambda m: m["layers"][1].update(type=["relu"]), ModelFormatError),
     (lambda m: m["layers"][0].update(out=17), ModelFormatError),  # layers do not chain
     (lambda m: (m["layers"][0].update(out=17), m["layers"][2].update({"in": 17})),
      ShapeMismatchError),  # consistent JSON, weights of another shape
