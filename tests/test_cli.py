@@ -92,6 +92,13 @@ def test_eval_refuses_a_dataset_of_another_input_scheme(trained, capsys):
     assert "scheme" in capsys.readouterr().err
 
 
+def test_eval_unwritable_report_folder_exits_2_with_one_line(trained, capsys):
+    assert eval_main(["--model", str(trained), "--dataset", "digits",
+                      "--report", "/proc/no-such-dir"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "/proc/no-such-dir" in err
+
+
 def test_eval_missing_model_exits_2(tmp_path, capsys):
     assert eval_main(["--model", str(tmp_path / "none"), "--dataset", "digits"]) == 2
     assert "not found" in capsys.readouterr().err
@@ -108,12 +115,14 @@ def _digit_png(tmp_path, label: int = 7):
     return path
 
 
-def test_predict_reads_an_image_file_with_the_shipped_model_format(trained, tmp_path, capsys):
-    image = _digit_png(tmp_path)
-    assert predict_main(["--model", str(trained), "--json", str(image)]) == 0
+def test_predict_reads_an_image_file_with_the_shipped_model(tmp_path, capsys):
+    image = _digit_png(tmp_path, label=7)
+    assert predict_main(["--json", str(image)]) == 0  # no --model: the shipped one
     line = json.loads(capsys.readouterr().out)
     assert line["file"] == str(image)
-    assert len(line["characters"]) == 1 and line["text"] == line["characters"][0]["char"]
+    assert line["text"] == "7" and line["characters"][0]["char"] == "7"
+    assert predict_main([str(image)]) == 0
+    assert capsys.readouterr().out.startswith(f"{image}: 7")
 
 
 def test_predict_reports_unreadable_files_and_exits_2(trained, tmp_path, capsys):
