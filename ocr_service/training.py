@@ -228,6 +228,9 @@ def train(
                     seen = min(start + config.batch_size, len(order))
                     bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}",
                                     acc=f"{correct / seen:.4f}", refresh=False)
+            if not math.isfinite(loss_sum):
+                raise ValueError(f"training diverged in epoch {epoch} (the loss is not finite);"
+                                 " lower --lr")
             record: dict[str, float] = {
                 "epoch": epoch,
                 "loss": loss_sum / len(order),
