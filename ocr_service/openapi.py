@@ -215,7 +215,8 @@ def _client_errors(*statuses: int) -> dict[str, Any]:
         404: "admin routes disabled (no OCR_ADMIN_TOKEN)",
         413: "upload, image pixels or batch too large (too_large)",
         415: "not a supported image type or content type (unsupported_media_type)",
-        422: "no ink found in the image (no_ink)",
+        422: "no ink found in the image (no_ink), or more characters than one upload may hold "
+        "(too_many_characters)",
         503: "no model loaded (not_ready)",
     }
     return {str(s): _error(text[s]) for s in statuses}

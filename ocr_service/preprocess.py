@@ -84,6 +84,13 @@ class NoInkError(ImageError):
     code = "no_ink"
 
 
+class TooManyCharactersError(ImageError):
+    """More ink components or characters than one upload may hold (a cost limit)."""
+
+    status = 422
+    code = "too_many_characters"
+
+
 def _pillow_recognises(prefix: bytes) -> bool:
     """Whether one of Pillow's other format plugins claims these first bytes (PPM, PCX,
     SGI, DDS, ...): such an upload is an image of a refused type, not a damaged one."""
@@ -340,6 +347,9 @@ def _fit(crop: np.ndarray, box: int) -> np.ndarray:
     return _resize(crop, max(1, round(w * scale)), max(1, round(h * scale)))
 
 
+_MAX_DILATION_RADIUS = 24
+
+
 def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
     """Dilate strokes much thinner than MNIST's (about a tenth of the character size).
 
@@ -359,6 +369,13 @@ def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
     if missing < 1.0:
         return crop
     radius = int(np.ceil(missing / 2.0))
+    if radius > _MAX_DILATION_RADIUS:
+        # Dilation costs pixels x kernel width: shrink a huge crop first (it is fitted into
+        # 20 px next anyway), so a 1-pixel line 300,000 px long cannot stall a worker.
+        factor = radius / _MAX_DILATION_RADIUS
+        h, w = crop.shape
+        crop = _resize(crop, max(1, round(w / factor)), max(1, round(h / factor)))
+        radius = _MAX_DILATION_RADIUS
     return ndimage.grey_dilation(crop, size=(2 * radius + 1, 2 * radius + 1))
 
 

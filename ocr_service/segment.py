@@ -14,9 +14,15 @@ from itertools import pairwise
 import numpy as np
 from scipy import ndimage
 
+from .preprocess import TooManyCharactersError
+
 __all__ = ["MODES", "Segment", "segment_ink"]
 
 MODES = ("auto", "single", "multi")
+#: Cost limits: merging is quadratic in the number of ink components, and every character
+#: is normalised and classified, so a small upload of many dots must not stall a worker.
+MAX_COMPONENTS = 512
+MAX_CHARACTERS = 128
 # Characters wider than this times their height may be several touching characters.
 WIDE = 0.8
 _EIGHT = np.ones((3, 3), bool)
@@ -140,6 +146,10 @@ def _cut_sets(ink: np.ndarray) -> list[list[int]]:
         if len(cut_sets) == 3:
             break
     parts = round(w / (0.75 * h))
+    if parts > MAX_CHARACTERS:
+        raise TooManyCharactersError(
+            f"a {w}x{h} stroke would be {parts} characters; at most {MAX_CHARACTERS} are read"
+        )
     if parts >= 3:
         cuts = []
         for k in range(1, parts):
@@ -194,7 +204,11 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     if mode == "single":
         whole = _crop(ink, 0, 0, 0)
         return [whole] if whole is not None else []
-    labels, _ = ndimage.label(ink > 0, structure=_EIGHT)
+    labels, count = ndimage.label(ink > 0, structure=_EIGHT)
+    if count > MAX_COMPONENTS:
+        raise TooManyCharactersError(
+            f"the image has {count} separate ink marks; at most {MAX_COMPONENTS} are read"
+        )
     groups = [
         _Group(s[0].start, s[0].stop, s[1].start, s[1].stop, [i + 1])
         for i, s in enumerate(ndimage.find_objects(labels))
@@ -205,6 +219,10 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     heights = np.array([g.height for g in groups])
     height = float(np.median(heights[heights >= 0.5 * heights.max()]))
     groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
+    if len(groups) > MAX_CHARACTERS:
+        raise TooManyCharactersError(
+            f"the image holds {len(groups)} characters; at most {MAX_CHARACTERS} are read"
+        )
     segments = []
     for line_no, line in enumerate(_lines(groups)):
         for g in line:

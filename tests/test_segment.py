@@ -133,3 +133,26 @@ def test_rendered_digit_strings_segment_into_their_digits():
         assert len(segments) == 5
         for seg, drawn in zip(segments, rendered.boxes, strict=True):
             assert inside_and_covering(seg.box, drawn)
+
+
+def test_an_upload_of_thousands_of_dots_is_refused_quickly():
+    from ocr_service.preprocess import TooManyCharactersError
+    from ocr_service.segment import MAX_COMPONENTS
+
+    ink = np.zeros((600, 600), np.float32)
+    ink[5::12, 5::12] = 1.0  # 2,500 separate dots
+    assert (ink > 0).sum() > MAX_COMPONENTS
+    with pytest.raises(TooManyCharactersError, match="separate ink marks"):
+        segment_ink(ink)
+
+
+def test_too_many_characters_after_merging_are_refused():
+    from ocr_service.preprocess import TooManyCharactersError
+    from ocr_service.segment import MAX_CHARACTERS
+
+    ink = np.zeros((20, 12 * (MAX_CHARACTERS + 5)), np.float32)
+    for k in range(MAX_CHARACTERS + 5):
+        ink[4:16, 12 * k + 3 : 12 * k + 6] = 1.0  # a row of short bars, one character each
+    with pytest.raises(TooManyCharactersError, match="characters"):
+        segment_ink(ink)
+    assert len(segment_ink(ink[:, : 12 * 10])) == 10
