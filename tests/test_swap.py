@@ -158,13 +158,8 @@ def _kill_when_written(process: subprocess.Popen, directory: Path, prefix: str) 
     raise AssertionError(f"ocr-train ended (rc {process.poll()}) before writing {prefix}*.tmp")
 
 
-@pytest.mark.parametrize(
-    "phase",
-    [
-        ".model.npz.",
-        ".model.json.",
-    ],
-)  # fmt: skip
+#: while the new weights are written, and after they replaced the old ones but before the JSON
+@pytest.mark.parametrize("phase", [".model.npz.", ".model.json."])
 def test_sigkill_during_save_leaves_the_previous_model_loadable(small_model_path, tmp_path, phase):
     model = tmp_path / "model"
     for suffix in (".npz", ".json"):
