@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .preprocess import (
+    ANALYSIS_PIXELS,
     DEFAULT_MAX_PIXELS,
     NoInkError,
     decode_scaled,
@@ -24,9 +25,6 @@ from .segment import segment_ink
 __all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]
 
 REJECT = "?"
-# Above this many pixels the ink is found on a reduced copy: a phone photo at full
-# resolution costs ~10x the time and segments no better.
-_ANALYSIS_PIXELS = 1_000_000
 # Width/height at which a split needs no confidence gain (chosen on strings and single
 # digits rendered from mnist5k's validation split, not its test split); "multi" expects
 # several characters, so it splits more readily.
@@ -111,7 +109,7 @@ class Predictor:
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=_ANALYSIS_PIXELS)
+        gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=ANALYSIS_PIXELS)
         return self.predict_gray(gray, top_k=top_k, segment=segment, scale=scale)
 
     def predict_gray(
