@@ -3,8 +3,10 @@
 The real app (in-process WSGI, with an admin token) answers schema-generated valid and invalid
 requests; all schemathesis checks run (server errors, status codes, content types, response
 schemas, positive and negative data, auth, methods). One allowance is configured, and checked
-precisely: a schema-valid image may hold no writing at all (schemathesis sends 1x1 images),
-which the spec documents as 422 ``no_ink`` — no schema can say "the pixels contain ink".
+precisely by error code: no schema can say "these bytes are a PNG/JPEG/GIF/BMP/WebP with ink
+in it", so a schema-valid upload of ``POST /v1/predict`` may be refused for its content —
+400 ``bad_image`` (not an image), 415 (another image format), 422 ``no_ink`` (schemathesis
+sends blank 1x1 images) or ``too_many_characters``; never for its options or form.
 """
 
 from __future__ import annotations
@@ -26,7 +28,11 @@ EXAMPLES = 60
 
 #: content-dependent rejections of schema-valid uploads, by operation: status -> error codes
 CONTENT_REJECTIONS = {
-    "predict": {400: {"bad_image"}, 415: {"unsupported_media_type"}, 422: {"no_ink"}},
+    "predict": {
+        400: {"bad_image"},
+        415: {"unsupported_media_type"},
+        422: {"no_ink", "too_many_characters"},
+    },
 }
 
 #: invalid requests may also be too large: the batch limit is the spec's maxItems, and more
