@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-__all__ = ["EXPECTED_CODES", "STRIPS", "fuzz_inputs", "seed_corpus"]
+__all__ = ["EXPECTED_CODES", "fuzz_inputs", "seed_corpus"]
 
 #: every status a client upload may get, with the error codes documented for it
 EXPECTED_CODES = {
@@ -26,11 +26,6 @@ EXPECTED_CODES = {
     415: {"unsupported_media_type"},
     422: {"no_ink", "too_many_characters"},
 }
-
-
-#: 100,000-pixel strips: run in the seed corpus, left out of the volume runs' mutation seeds
-#: (their decodes are the slowest of the corpus)
-STRIPS = ("png_1x100000", "png_100000x1")
 
 
 def _drawing(mode: str, size: tuple[int, int] = (40, 40)) -> Image.Image:
@@ -174,14 +169,14 @@ def _mutated(seed: bytes, draw) -> bytes:
     at = draw(st.integers(0, len(seed)))
     if kind == "insert":
         return seed[:at] + draw(st.binary(min_size=1, max_size=64)) + seed[at:]
-    other = draw(st.sampled_from(sorted(v for k, v in seed_corpus().items() if k not in STRIPS)))
+    other = draw(st.sampled_from(sorted(seed_corpus().values())))
     return seed[:at] + other[draw(st.integers(0, len(other))) :]
 
 
 @st.composite
 def fuzz_inputs(draw) -> bytes:
     """One upload: a seed, a mutated seed, random bytes, or random bytes behind a magic number."""
-    seeds = {k: v for k, v in seed_corpus().items() if k not in STRIPS}
+    seeds = seed_corpus()
     choice = draw(st.sampled_from(["seed", "mutated", "mutated", "mutated", "random", "magic"]))
     if choice == "random":
         return draw(st.binary(max_size=2048))
