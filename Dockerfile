@@ -6,8 +6,9 @@
 FROM python:3.11.11-slim-bookworm AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY ocr_service/ ./ocr_service/
+COPY models/default.npz models/default.json ./models/
 RUN pip wheel --wheel-dir /wheels .
 
 # --- final: the runtime only (no compilers, no build tree), as an unprivileged user

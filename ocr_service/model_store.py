@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ __all__ = [
 
 FORMAT_VERSION = 1
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+#: where a wheel install puts the shipped model (pyproject's data-files)
+_INSTALLED_MODELS = Path(sysconfig.get_path("data")) / "share" / "ocr-service" / "models"
 
 
 class ModelError(Exception):
@@ -108,9 +111,17 @@ class ModelArtifact:
 
 
 def default_model_path() -> Path:
-    """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``."""
+    """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``: the checkout's, or,
+    for a wheel install, the copy installed under ``<prefix>/share/ocr-service/models``."""
     env = os.environ.get("OCR_MODEL_PATH")
-    return strip_suffix(Path(env)) if env else _REPO_ROOT / "models" / "default"
+    if env:
+        return strip_suffix(Path(env))
+    checkout = _REPO_ROOT / "models" / "default"
+    if artifact_paths(checkout)[1].exists() or not artifact_paths(
+        _INSTALLED_MODELS / "default"
+    )[1].exists():
+        return checkout
+    return _INSTALLED_MODELS / "default"
 
 
 def strip_suffix(path: str | os.PathLike[str]) -> Path:

@@ -201,3 +201,15 @@ def test_a_save_killed_between_the_two_renames_leaves_the_old_model_loadable(
     new = save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=3), META)
     assert load_model(tmp_path / "m").version == new.version != old.version
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.npz"]
+
+
+def test_default_model_path_falls_back_to_the_wheel_installed_copy(monkeypatch, tmp_path):
+    import ocr_service.model_store as store
+
+    monkeypatch.delenv("OCR_MODEL_PATH", raising=False)
+    monkeypatch.setattr(store, "_REPO_ROOT", tmp_path / "site-packages")
+    monkeypatch.setattr(store, "_INSTALLED_MODELS", tmp_path / "share")
+    assert default_model_path() == tmp_path / "site-packages" / "models" / "default"
+    save_model(tmp_path / "share" / "default", MLP.build(64, 10, hidden=(4,)), META)
+    assert default_model_path() == tmp_path / "share" / "default"
+    assert load_model().classes == META["classes"]
