@@ -30,8 +30,6 @@ ops = Blueprint("ops", __name__)
 
 SEGMENT_MODES = ("auto", "single", "multi")
 DEFAULT_TOP_K = 3
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
 
 
 def _service() -> Service:
@@ -59,10 +57,9 @@ def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]
         choices = ", ".join(SEGMENT_MODES)
         raise ApiError(400, "bad_parameter", f"segment must be one of {choices}, got {segment!r}")
     flag = source.get("include_input", "0")
-    text = str(flag).lower() if not isinstance(flag, bool) else ("1" if flag else "0")
-    if text not in _TRUE + _FALSE:
-        raise ApiError(400, "bad_parameter", f"include_input must be 0 or 1, got {flag!r}")
-    return top_k, segment, text in _TRUE
+    if flag not in ("0", "1"):  # exactly the documented strings, in every request form
+        raise ApiError(400, "bad_parameter", f'include_input must be "0" or "1", got {flag!r}')
+    return top_k, segment, flag == "1"
 
 
 def _decode_base64(value: Any) -> bytes:

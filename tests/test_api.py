@@ -128,7 +128,9 @@ def test_two_digits_side_by_side_are_two_characters(client):
         ("top_k=11", "top_k must be in 1..10"),
         ("top_k=three", "top_k must be an integer"),
         ("segment=diagonal", "segment must be one of auto, single, multi"),
-        ("include_input=maybe", "include_input must be 0 or 1"),
+        ("include_input=maybe", 'include_input must be "0" or "1"'),
+        ("include_input=", 'include_input must be "0" or "1"'),
+        ("include_input=true", 'include_input must be "0" or "1"'),
     ],
 )
 def test_bad_options_are_400(client, query, fragment):
