@@ -24,7 +24,7 @@ from ocr_service.app import create_app
 pytestmark = pytest.mark.slow
 
 TOKEN = "contract-admin-token"
-EXAMPLES = 60
+EXAMPLES = 100
 
 #: content-dependent rejections of schema-valid uploads, by operation: status -> error codes
 CONTENT_REJECTIONS = {
