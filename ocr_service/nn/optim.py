@@ -221,8 +221,11 @@ def _blocks(size: int) -> list[slice]:
 @functools.cache
 def _helper() -> ThreadPoolExecutor | None:
     """A second thread for elementwise updates (numpy releases the GIL inside each call), or
-    None on a single core."""
-    return ThreadPoolExecutor(1, thread_name_prefix="optim") if (os.cpu_count() or 1) > 1 else None
+    None on a single core or when the process is limited to one thread the usual way
+    (``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` = 1, as tests and serving workers are)."""
+    limits = [os.environ.get(var, "") for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+    threads = next((int(v) for v in limits if v.isdigit()), os.cpu_count() or 1)
+    return ThreadPoolExecutor(1, thread_name_prefix="optim") if threads > 1 else None
 
 
 def _each_block(size: int, update: Callable[[slice, np.ndarray], None],
