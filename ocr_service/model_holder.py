@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from .config import Settings
 from .errors import ApiError
 from .metrics import Metrics
-from .model_store import ModelError, default_model_path, load_model, strip_suffix
+from .model_store import default_model_path, load_model, strip_suffix
 from .predictor import Predictor
 from .preprocess import ImageError
 
@@ -97,7 +97,9 @@ class ModelHolder:
             try:
                 predictor = Predictor(load_model(self.path), max_pixels=self._settings.max_pixels)
                 _check(predictor)
-            except (ModelError, OSError, ValueError) as exc:
+            # The keep-serving boundary: whatever a broken artifact raises (a hand-edited
+            # JSON, an engine bug), the old model stays and the master never dies on HUP.
+            except Exception as exc:
                 reason = f"cannot load model {self.path}: {exc}"
                 self.last_reload = {"ok": False, "at": _now(), "error": reason}
                 self._metrics.count_reload(False)

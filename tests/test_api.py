@@ -3,6 +3,7 @@
 import base64
 import hmac
 import io
+import json
 import shutil
 
 import pytest
@@ -284,6 +285,34 @@ def test_failed_reload_keeps_the_old_model_serving(client, model_copy):
     info = client.get("/v1/model").get_json()
     assert info["version"] == before
     assert info["last_reload"]["ok"] is False and info["last_reload"]["error"]
+
+
+@pytest.mark.parametrize("breakage", [
+    lambda meta: meta.update(calibration="x"),
+    lambda meta: meta.update(layers=[1]),
+    lambda meta: meta["input"].update(scheme=[]),
+    lambda meta: meta.update(training=[]),
+])  # fmt: skip
+def test_reload_of_a_wrongly_typed_artifact_keeps_the_old_model(client, model_copy, breakage):
+    before = client.get("/v1/model").get_json()["version"]
+    path = model_copy.with_name(model_copy.name + ".json")
+    meta = json.loads(path.read_text())
+    breakage(meta)
+    path.write_text(json.dumps(meta))
+    assert _reload(client).get_json()["error"]["code"] == "reload_failed"
+    assert client.get("/v1/model").get_json()["version"] == before
+    assert client.post("/v1/predict", data=PNG, content_type="image/png").status_code == 200
+
+
+def test_any_error_while_reloading_keeps_the_old_model(client, monkeypatch):
+    import ocr_service.model_holder as holder
+
+    def engine_bug(path):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(holder, "load_model", engine_bug)
+    assert _reload(client).get_json()["error"]["code"] == "reload_failed"
+    assert client.post("/v1/predict", data=PNG, content_type="image/png").status_code == 200
 
 
 def test_metrics_count_requests_and_predictions(client):
