@@ -56,8 +56,27 @@ _shm = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None
 # Prometheus multiprocess mode must be chosen before prometheus_client is imported (by the
 # app, after this file): every process then writes its samples under this directory.
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def _sweep_dead_metrics_dirs(parent: str) -> None:
+    """Remove the directories of past masters that died without ``on_exit`` (SIGKILL)."""
+    for path in glob.glob(os.path.join(parent, "ocr-metrics-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 if _OWN_METRICS_DIR:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ocr-metrics-", dir=_shm)
+    _sweep_dead_metrics_dirs(_shm or tempfile.gettempdir())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix=f"ocr-metrics-{os.getpid()}-", dir=_shm
+    )
+else:
+    # A configured directory may hold a past run's samples, which would be summed with ours:
+    # clear it now, before the preloaded app (this master) writes its own.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+    for _stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.unlink(_stale)
 
 _settings = load_settings()
 
@@ -89,18 +108,13 @@ def _ocr_service(server):
 
 
 def on_starting(server) -> None:
-    """Master, once: the service logs through gunicorn's error log; empty metrics directory."""
+    """Master, once: the service logs through gunicorn's error log."""
     service_log = logging.getLogger("ocr_service")
     service_log.handlers = list(server.log.error_log.handlers)
     service_log.setLevel(logging.INFO)
     service_log.propagate = False
     holder = _ocr_service(server).holder  # preloaded before this hook ran, so say it now
     service_log.info("model %s: %s", holder.path, holder.last_reload)
-    # stale samples of a past run would be summed with ours
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    os.makedirs(directory, exist_ok=True)
-    for path in glob.glob(os.path.join(directory, "*.db")):
-        os.unlink(path)
 
 
 def on_reload(server) -> None:

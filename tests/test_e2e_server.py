@@ -193,6 +193,15 @@ def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
         assert srv.get("/readyz").status_code == 200
         raw = {"Content-Type": "image/png"}
         assert srv.post("/v1/predict", data=PNG, headers=raw).json()["model"]["version"] == v3
+        # reloads in the master (start-up, each HUP) count as well as those in workers
+        metrics = srv.get("/metrics").text
+        assert _sample(metrics, 'ocr_model_reloads_total{result="ok"}') >= 3
+        assert _sample(metrics, 'ocr_model_reloads_total{result="error"}') >= 2
+
+
+def _sample(metrics: str, name: str) -> float:
+    lines = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(lines[0].split()[-1]) if lines else 0.0
 
 
 def _raw_exchange(server, head: bytes, body_chunks=(), timeout: float = 5.0) -> bytes:
