@@ -41,7 +41,8 @@ class Settings:
     workers: int = 0
     #: request threads per worker (gthread)
     threads: int = 4
-    #: seconds a worker may spend on one request before gunicorn replaces it
+    #: seconds a worker's main loop may stall before gunicorn replaces it (gthread workers
+    #: keep beating while request threads run: the input limits bound a request's cost)
     timeout: int = 30
     #: seconds in-flight requests get to finish on shutdown or reload
     graceful_timeout: int = 30

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
+from .config import Settings
+
 __all__ = [
     "SCHEMES",
     "CorruptImageError",
@@ -30,7 +32,7 @@ __all__ = [
     "preprocess_bytes",
 ]
 
-DEFAULT_MAX_PIXELS = 16_000_000
+DEFAULT_MAX_PIXELS = Settings.max_pixels  # one default for the library and the service
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
 #: Uploads are analysed at about this many pixels: a phone photo at full resolution costs
