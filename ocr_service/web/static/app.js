@@ -9,6 +9,7 @@ const resultText = document.getElementById("result-text");
 const statusLine = document.getElementById("status");
 const charactersBox = document.getElementById("characters");
 let classCount = 10;
+let modelVersion = null;
 let drawing = false;
 let dirty = false;
 let pending = null;
@@ -91,7 +92,7 @@ document.getElementById("upload").addEventListener("change", (event) => {
   event.target.value = "";
 });
 
-async function recognise(body, contentType) {
+async function recognise(body, contentType, retried = false) {
   if (!body) return;
   setStatus("recognising…");
   try {
@@ -102,11 +103,17 @@ async function recognise(body, contentType) {
     });
     const data = await response.json();
     if (!response.ok) {
+      // the served model may have been swapped for one with fewer classes (top_k too big)
+      if (!retried && data.error && data.error.code === "bad_parameter") {
+        await loadModel();
+        return recognise(body, contentType, true);
+      }
       resultText.textContent = "–";
       charactersBox.replaceChildren();
       setStatus(data.error ? data.error.message : `HTTP ${response.status}`, true);
       return;
     }
+    if (data.model.version !== modelVersion) loadModel();
     show(data);
   } catch (err) {
     setStatus(`request failed: ${err}`, true);
@@ -175,6 +182,7 @@ async function loadModel() {
     const data = await response.json();
     if (!response.ok) throw new Error(data.error ? data.error.message : response.status);
     classCount = data.classes.length;
+    modelVersion = data.version;
     const accuracy = data.metrics && data.metrics.test_accuracy;
     document.getElementById("model").textContent =
       `model ${data.name} ${data.version} (${data.kind}, ${classCount} classes` +
