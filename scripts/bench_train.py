@@ -213,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="BLAS and PyTorch threads for every framework (default: all cores)")
     args = parser.parse_args(argv)
-    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # the engine's own helper thread
     with threadpool_limits(args.threads, user_api="blas"):
         return run(args)
 
