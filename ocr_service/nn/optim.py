@@ -200,8 +200,8 @@ class Adam(Optimizer):
 
 
 #: elements per block of an elementwise update: five float32 blocks fit in L2 cache, and
-#: blocks this large keep numpy's per-call overhead small (measured: 1.6 ms per step for
-#: 670k parameters against 2.3 ms unblocked and 3.7 ms with 2k-element blocks)
+#: blocks this large keep numpy's per-call overhead small (measured: 1.4 ms per Adam step
+#: for 670k parameters against 1.8 ms unblocked and 3.3 ms with 2k-element blocks)
 BLOCK = 1 << 16
 
 
@@ -231,7 +231,7 @@ def _flush_interval(beta: float) -> int:
 
 def _flush_tiny(a: np.ndarray) -> None:
     """Set entries much smaller than ``TINY`` to zero, in place: adding and subtracting TINY
-    rounds them away and leaves every entry above ``TINY * 2**24`` bit-identical."""
+    rounds them away and leaves every float32 entry above ``TINY * 2**24`` bit-identical."""
     a += TINY
     a -= TINY
 
