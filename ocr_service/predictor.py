@@ -20,7 +20,7 @@ from .preprocess import (
     ink_from_gray,
     normalize_character,
 )
-from .segment import segment_ink
+from .segment import Segment, segment_ink
 
 __all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]
 
@@ -112,6 +112,16 @@ class Predictor:
         gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=ANALYSIS_PIXELS)
         return self.predict_gray(gray, top_k=top_k, segment=segment, scale=scale)
 
+    def _classify(
+        self, segments: list[Segment]
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Model inputs (n, H, W), probabilities (n, C) and network statistics."""
+        inputs = np.stack([normalize_character(s.ink, self._scheme) for s in segments])
+        probs, stats = self.artifact.network.predict_proba_with_stats(
+            inputs.reshape(len(segments), -1)
+        )
+        return inputs, probs, stats
+
     def predict_gray(
         self,
         gray: np.ndarray,
@@ -127,29 +137,34 @@ class Predictor:
         segments = segment_ink(ink_from_gray(gray), segment)
         if not segments:
             raise NoInkError("no ink found")
-        # Whole segments and every piece of every candidate split: one network call.
+        # First every whole segment, in one network call.
         candidates = list(segments)
-        options: list[list[list[int]]] = []  # per segment: candidate index lists, whole first
-        for i, seg in enumerate(segments):
-            readings = [[i]]
-            for split in seg.splits:
-                readings.append(list(range(len(candidates), len(candidates) + len(split))))
-                candidates.extend(split)
-            options.append(readings)
-        inputs = np.stack([normalize_character(s.ink, self._scheme) for s in candidates])
-        probs, stats = self.artifact.network.predict_proba_with_stats(
-            inputs.reshape(len(candidates), -1)
-        )
+        inputs, probs, stats = self._classify(candidates)
         best = probs.max(axis=1)
+        # A wide segment is several characters when its pieces read more confidently
+        # (geometric mean) than the whole, the more readily the wider it is. A split's score,
+        # mean log p(pieces) - log p(whole) + bias, is at most -log p(whole) + bias: where
+        # that is not positive no split can win, and none is built or classified.
+        bias = [seg.box[2] / seg.box[3] - _SPLIT_ASPECT[segment] for seg in segments]
+        options: list[list[list[int]]] = [[[i]] for i in range(len(segments))]
+        pending = []
+        for i, seg in enumerate(segments):
+            if seg.wide and bias[i] - np.log(max(best[i], 1e-12)) > 0:
+                for split in seg.splits:
+                    options[i].append(list(range(len(candidates), len(candidates) + len(split))))
+                    candidates.extend(split)
+                    pending.extend(split)
+        if pending:  # every piece of every split that could win: a second network call
+            more_inputs, more, more_stats = self._classify(pending)
+            inputs = np.concatenate([inputs, more_inputs])
+            probs = np.concatenate([probs, more])
+            best = probs.max(axis=1)
+            stats = {k: v + more_stats.get(k, 0.0) for k, v in stats.items()}  # total cost
         log_best = np.log(np.maximum(best, 1e-12))
         chosen: list[int] = []
-        for seg, readings in zip(segments, options, strict=True):
-            # A wide segment is several characters when its pieces read more confidently
-            # (geometric mean) than the whole, the more readily the wider it is.
-            _, _, w, h = seg.box
-            bias = w / h - _SPLIT_ASPECT[segment]
+        for i, readings in enumerate(options):
             scores = [0.0] + [
-                log_best[r].mean() - log_best[readings[0][0]] + bias for r in readings[1:]
+                log_best[r].mean() - log_best[readings[0][0]] + bias[i] for r in readings[1:]
             ]
             chosen.extend(readings[int(np.argmax(scores))])
         k = max(1, min(int(top_k), len(self._classes)))

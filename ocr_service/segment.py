@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
@@ -30,16 +31,20 @@ _EIGHT = np.ones((3, 3), bool)
 
 @dataclass(frozen=True)
 class Segment:
-    """One character: its ink (zero outside its own strokes), box and line number.
-
-    ``splits`` are alternative readings of a wide segment as several characters (empty when
-    it is not wide enough to hold two); the predictor keeps whichever reads best.
-    """
+    """One character: its ink (zero outside its own strokes), box and line number."""
 
     ink: np.ndarray  # (h, w) float32, ink = 1
     box: tuple[int, int, int, int]  # (x, y, w, h) in ink-map pixels
     line: int
-    splits: tuple[tuple[Segment, ...], ...] = ()
+    #: whether it is wide enough to be several touching characters
+    wide: bool = False
+
+    @cached_property
+    def splits(self) -> tuple[tuple[Segment, ...], ...]:
+        """Alternative readings of a wide segment as several characters (empty when it is
+        not wide); computed on first use, as the predictor only asks when a split could win.
+        """
+        return _splits(self.ink, self.box[0], self.box[1], self.line) if self.wide else ()
 
 
 @dataclass
@@ -196,8 +201,8 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
-    merged into characters, with candidate splits (``Segment.splits``) for any character
-    wider than ``WIDE`` times its height.
+    merged into characters; any character wider than ``WIDE`` times its height is marked
+    ``wide`` and offers candidate splits (``Segment.splits``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
@@ -231,7 +236,5 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
             seg = _crop(own, g.x0, g.y0, line_no)
             if seg is None:
                 continue
-            if g.width > WIDE * g.height:
-                seg = replace(seg, splits=_splits(own, g.x0, g.y0, line_no))
-            segments.append(seg)
+            segments.append(replace(seg, wide=g.width > WIDE * g.height))
     return segments
