@@ -117,7 +117,9 @@ def gunicorn(model: Path | None, log_path: Path) -> Iterator[tuple[int, subproce
     env = {k: v for k, v in os.environ.items()
            # benchmark-only, as the environment notes say: these pin a slower OpenBLAS kernel
            if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PROMETHEUS_MULTIPROC_DIR")}
-    env.update(OCR_HOST=HOST, OCR_PORT=str(port))
+    # Production settings, except worker recycling: at saturation the default max_requests
+    # (20,000) recycles every worker within a few rows and the rows would measure restarts.
+    env.update(OCR_HOST=HOST, OCR_PORT=str(port), OCR_MAX_REQUESTS="0")
     if model is not None:
         env["OCR_MODEL_PATH"] = str(model.resolve())
     cmd = [sys.executable, "-m", "gunicorn", "--config", "python:ocr_service.gunicorn_config",
