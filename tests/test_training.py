@@ -127,5 +127,5 @@ def test_empty_training_split_is_an_error():
 def test_a_diverging_run_stops_with_a_clear_error(digits):
     _, splits = digits
     config = TrainConfig(optimizer="sgd", lr=1e4, epochs=3, patience=0, clip_norm=0.0)
-    with np.errstate(all="ignore"), pytest.raises(ValueError, match="diverged.*lower --lr"):
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match=r"diverged.*lower --lr"):
         train(config, splits.train, splits.val, 10)
