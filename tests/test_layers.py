@@ -18,6 +18,14 @@ def _projected_loss(layer, x, proj):
     return lambda: float((layer.forward(x.copy(), training=True) * proj).sum())
 
 
+def _input_grad_error(layer, x) -> float:
+    """Relative error of the layer's dL/dx against central differences."""
+    proj = RNG.standard_normal(x.shape)
+    layer.forward(x.copy(), training=True)
+    analytic = layer.backward(proj.copy())
+    return relative_error(analytic, numerical_grad(_projected_loss(layer, x, proj), x))
+
+
 def test_dense_gradients_match_central_differences():
     layer = Dense(5, 4, rng=np.random.default_rng(0), dtype=np.float64)
     x = RNG.standard_normal((3, 5))
@@ -37,11 +45,7 @@ def test_activation_gradients_match_central_differences(name):
     layer = ACTIVATIONS[name]()
     # keep inputs away from the kinks of relu/leaky relu where the derivative jumps
     x = RNG.uniform(0.05, 2.0, (4, 6)) * RNG.choice([-1.0, 1.0], (4, 6))
-    proj = RNG.standard_normal((4, 6))
-    layer.forward(x.copy(), training=True)
-    analytic = layer.backward(proj.copy())
-    numeric = numerical_grad(_projected_loss(layer, x, proj), x)
-    assert relative_error(analytic, numeric) < 1e-6
+    assert _input_grad_error(layer, x) < 1e-6
 
 
 def test_activations_compute_the_textbook_functions():
@@ -63,11 +67,7 @@ def test_dropout_with_fixed_mask_has_exact_gradient():
     x = RNG.standard_normal((3, 8))
     layer.mask = (RNG.random((3, 8)) < 0.5) / 0.5
     layer.fixed_mask = True
-    proj = RNG.standard_normal((3, 8))
-    layer.forward(x.copy(), training=True)
-    analytic = layer.backward(proj.copy())
-    numeric = numerical_grad(_projected_loss(layer, x, proj), x)
-    assert relative_error(analytic, numeric) < 1e-6
+    assert _input_grad_error(layer, x) < 1e-6
 
 
 def test_dropout_is_inverted_and_identity_at_inference():
