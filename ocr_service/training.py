@@ -6,7 +6,6 @@ Inputs are images ``(N, H, W)`` float32 with ink = 1; they are flattened to ``(N
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -153,12 +152,6 @@ def _blas_threads(network: Any, batch_size: int) -> int | None:
     return 1 if largest < SMALL_MATMUL else None
 
 
-def _backward_options(network: Any) -> dict[str, bool]:
-    """Skip the input gradient, which training never uses, where the network allows it."""
-    accepts = "input_grad" in inspect.signature(network.backward).parameters
-    return {"input_grad": False} if accepts else {}
-
-
 def _epoch_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     if not config.augment:
         return _flatten(images)
@@ -193,7 +186,6 @@ def train(
     optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
                                config.weight_decay)
     grads = [g for _, g in optimizer.groups]
-    backward_options = _backward_options(network)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              config.warmup_epochs * steps_per_epoch)
@@ -215,7 +207,7 @@ def train(
                 logits = network.forward(xb, training=True)
                 loss_sum += loss_fn.forward(logits, yb) * len(yb)
                 correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
-                network.backward(loss_fn.backward(), **backward_options)
+                network.backward(loss_fn.backward(), input_grad=False)  # dL/dx is unused
                 if config.clip_norm:
                     clip_grad_norm(grads, config.clip_norm)
                 optimizer.lr = schedule(step)

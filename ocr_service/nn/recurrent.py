@@ -321,9 +321,10 @@ class RecurrentNetwork:
         self._stats = {"forward_iterations": float(iters)}
         return buf["logits"]
 
-    def backward(self, grad: np.ndarray) -> np.ndarray:
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate ``dL/dlogits (N, C)`` through the equilibrium (the adjoint
-        relaxation); fills ``grads`` and returns ``dL/dx (N, D)``."""
+        relaxation); fills ``grads`` and returns ``dL/dx (N, D)``, or None with
+        ``input_grad=False`` (training never uses it)."""
         if not self._cache:
             raise RuntimeError("RecurrentNetwork.backward called before forward")
         p, g, cache = self.params, self.grads, self._cache
@@ -361,9 +362,11 @@ class RecurrentNetwork:
             g["W"] *= s
         np.matmul(cache["x"].T, delta, out=g["U"])
         np.sum(delta, axis=0, out=g["b"])
-        np.matmul(delta, p["U"].T, out=buf["dx"])
         self.last_residuals["backward"] = residuals
         self._stats["backward_iterations"] = float(iters)
+        if not input_grad:
+            return None
+        np.matmul(delta, p["U"].T, out=buf["dx"])
         return buf["dx"]
 
     def training_stats(self) -> dict[str, float]:
