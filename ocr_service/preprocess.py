@@ -12,7 +12,7 @@ import struct
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from .config import Settings
@@ -160,9 +160,16 @@ def _open(
 
 def _upright(img: Image.Image) -> Image.Image:
     try:
+        # exif_transpose copies even an upright image: only call it when it will transpose.
+        if img.getexif().get(ExifTags.Base.Orientation, 1) == 1:
+            return img
         return ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF (e.g. struct.error) must not reject decoded pixels
         return img
+
+
+#: float32 gray level of each 8-bit value (one lookup instead of a conversion and a multiply)
+_GRAY_LEVELS = np.arange(256, dtype=np.float32) * np.float32(1 / 255)
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -178,7 +185,7 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     if not _has_alpha(img):
         if img.mode != "L":
             img = img.convert("L")
-        return np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
+        return _GRAY_LEVELS[np.asarray(img)]
     rgba = img.convert("RGBA")
     gray = np.asarray(rgba.convert("L"), dtype=np.float32) * np.float32(1 / 255)
     alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) * np.float32(1 / 255)
@@ -221,45 +228,55 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return decode_scaled(data, max_pixels=max_pixels)[0]
 
 
+_BIN_CENTRES = np.arange(256) + 0.5
+
+
 def _otsu(values: np.ndarray, top: float) -> float:
     """Otsu's threshold of ``values`` (1-D, in [0, top])."""
     hist = np.bincount(
         np.minimum((values * (255.0 / top)).astype(np.intp), 255), minlength=256
     ).astype(np.float64)
-    centres = (np.arange(256) + 0.5) * (top / 256.0)
     w0 = np.cumsum(hist)
-    m0 = np.cumsum(hist * centres)
+    m0 = np.cumsum(hist * (_BIN_CENTRES * (top / 256.0)))
     total, mean_total = w0[-1], m0[-1]
-    w1 = total - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mean_total * w0 - m0 * total) ** 2 / (w0 * w1)
-    between[~np.isfinite(between)] = -1.0
+    weights = w0 * (total - w0)
+    # An empty class (weights 0) cannot be the split: -1 is below every real score.
+    between = np.divide(
+        (mean_total * w0 - m0 * total) ** 2, weights, out=np.full(256, -1.0), where=weights > 0
+    )
     return float((np.argmax(between) + 1) * (top / 256.0))
 
 
+def _sample(values: np.ndarray) -> np.ndarray:
+    """The values as 1-D; large arrays subsampled to ~65k values, plenty for quantiles."""
+    flat = values.ravel()
+    return flat[:: flat.size // 65536] if flat.size > 2 * 65536 else flat
+
+
+def _rank(q: float, n: int) -> int:
+    return min(int(q * n), n - 1)
+
+
 def _quantiles(values: np.ndarray, *qs: float) -> list[float]:
-    """Lower order statistics at fractions ``qs`` of a 1-D array (no interpolation).
+    """Lower order statistics at fractions ``qs`` of an array (no interpolation).
 
     One ``np.partition`` call: ``np.percentile`` costs ~25 us each on a 28x28 upload.
-    Large arrays are subsampled to ~65k values, plenty for these estimates.
     """
-    flat = values.ravel()
-    if flat.size > 2 * 65536:
-        flat = flat[:: flat.size // 65536]
-    ks = [min(int(q * flat.size), flat.size - 1) for q in qs]
+    flat = _sample(values)
+    ks = [_rank(q, flat.size) for q in qs]
     part = np.partition(flat, ks)
     return [float(part[k]) for k in ks]
 
 
-def _background(x: np.ndarray) -> np.ndarray | np.float32:
+def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     """Local paper level of ``x`` (ink high): min over 3x3 blocks of block medians.
 
     Block medians ignore thin strokes; the 3x3 minimum ignores blocks that are mostly ink.
-    Small images get one global level.
+    Small images get one global level, ``median`` (``x``'s, as ``_quantiles`` gives it).
     """
     h, w = x.shape
     if min(h, w) < 64:
-        return np.float32(_quantiles(x, 0.5)[0])
+        return median
     block = max(8, min(h, w) // 10)
     gh, gw = h // block, w // block
     blocks = x[: gh * block, : gw * block].reshape(gh, block, gw, block)
@@ -269,6 +286,9 @@ def _background(x: np.ndarray) -> np.ndarray | np.float32:
     return np.asarray(smooth, dtype=np.float32)
 
 
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity
+
+
 def _frames(labels: np.ndarray, n: int) -> np.ndarray:
     """Components (bool per label, 0..n) that are the frame of a photographed page.
 
@@ -276,9 +296,10 @@ def _frames(labels: np.ndarray, n: int) -> np.ndarray:
     It only counts as a frame when some other ink touches no side: a tightly cropped
     character may touch every side, and then it is all there is.
     """
-    sides = np.zeros(n + 1, np.intp)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        sides[np.unique(edge)] += 1
+    touched = np.zeros((4, n + 1), bool)
+    for side, edge in enumerate((labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+        touched[side, edge] = True
+    sides = touched.sum(axis=0)
     sides[0] = -1
     frame = sides >= 3
     if not frame.any() or not (sides == 0).any():
@@ -294,9 +315,18 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     pages, noise and low-contrast photos.
     """
     gray = np.asarray(gray, dtype=np.float32)
-    low, paper, high = _quantiles(gray, 0.001, 0.5, 0.999)
-    x = gray if high - paper > paper - low else 1.0 - gray
-    x = x - _background(x)
+    flat = _sample(gray)
+    k_low, k_mid, k_high = (_rank(q, flat.size) for q in (0.001, 0.5, 0.999))
+    # The median of 1 - gray is 1 - gray's order statistic mirrored around the middle:
+    # one partition serves both polarities.
+    k_mirror = flat.size - 1 - k_mid
+    part = np.partition(flat, [k_low, k_mid, k_high, k_mirror])
+    low, paper, high = float(part[k_low]), float(part[k_mid]), float(part[k_high])
+    if high - paper > paper - low:
+        x = gray - _background(gray, part[k_mid])
+    else:
+        x = 1.0 - gray
+        x -= _background(x, np.float32(1.0) - part[k_mirror])
 
     top = float(x.max())
     if top < min_contrast:
@@ -311,7 +341,7 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
         raise NoInkError("no ink found: the image looks blank or like noise")
 
     weak = x > max(4.0 * sigma, 0.02)
-    labels, n = ndimage.label(weak, structure=np.ones((3, 3), bool))
+    labels, n = ndimage.label(weak, structure=_EIGHT)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
     strong_area[_frames(labels, n)] = 0
@@ -319,9 +349,10 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     keep = strong_area >= min_area
     if not keep.any():
         raise NoInkError("no ink found: only specks")
-    mask = keep[labels]
-    ink = np.where(mask, np.minimum(x * np.float32(1.0 / ink_level), 1.0), 0.0)
-    return ink.astype(np.float32, copy=False)
+    ink = x * np.float32(1.0 / ink_level)
+    np.minimum(ink, 1.0, out=ink)
+    ink[~keep[labels]] = 0.0
+    return ink
 
 
 def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
