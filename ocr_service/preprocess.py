@@ -370,10 +370,12 @@ def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
         return img.astype(np.float32, copy=True)
     shrinking = width <= img.shape[1] and height <= img.shape[0]
     method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    out = Image.fromarray(img.astype(np.float32, copy=False), mode="F").resize(
+    # frombuffer/tobytes: fromarray and asarray cost ~10 us more on a character-sized crop
+    src = np.ascontiguousarray(img, dtype=np.float32)
+    out = Image.frombuffer("F", src.shape[::-1], src, "raw", "F", 0, 1).resize(
         (width, height), method
     )
-    return np.clip(np.asarray(out, dtype=np.float32), 0.0, 1.0)
+    return np.clip(np.frombuffer(out.tobytes(), np.float32).reshape(height, width), 0.0, 1.0)
 
 
 def _fit(crop: np.ndarray, box: int) -> np.ndarray:
@@ -396,9 +398,9 @@ def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
     area = int(mask.sum())
     if area == 0:
         return crop
-    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
-    padded[1:-1, 1:-1] = mask
-    interior = mask & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    # Pixels on the crop's border are boundary pixels; inside, those with all 4 neighbours.
+    inner = mask[1:-1, 1:-1]
+    interior = inner & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
     boundary = area - int(interior.sum())
     width = 2.0 * area / max(boundary, 1)
     missing = target * max(crop.shape) - width
