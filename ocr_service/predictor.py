@@ -7,6 +7,7 @@ threads: every request works on its own arrays.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from .preprocess import (
     ANALYSIS_PIXELS,
     DEFAULT_MAX_PIXELS,
+    ImageError,
     NoInkError,
     decode_scaled,
     ink_from_gray,
@@ -84,6 +86,23 @@ def _upload_box(box: tuple[int, int, int, int], scale: tuple[float, float]):
     return (x0, y0, round((x + w) * sx) - x0, round((y + h) * sy) - y0)
 
 
+#: one image's segments and its scale (the upload's pixels per analysed pixel, ``(sy, sx)``)
+_Page = tuple[list[Segment], tuple[float, float]]
+
+
+def _segments(gray: np.ndarray, segment: str) -> list[Segment]:
+    segments = segment_ink(ink_from_gray(gray), segment)
+    if not segments:
+        raise NoInkError("no ink found")
+    return segments
+
+
+def _raise_error(result: PredictionResult | ImageError) -> PredictionResult:
+    if isinstance(result, ImageError):
+        raise result
+    return result
+
+
 class Predictor:
     """Reads characters from image bytes with a loaded ``ModelArtifact``."""
 
@@ -109,8 +128,34 @@ class Predictor:
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
+        return _raise_error(self._read([self._page(data, segment)], top_k, segment)[0])
+
+    def predict_many(
+        self, uploads: Sequence[bytes], *, top_k: int = 3, segment: str = "auto"
+    ) -> list[PredictionResult | ImageError]:
+        """``predict_bytes`` of every upload, or in its place the ``ImageError`` it raises.
+
+        The results are those of one ``predict_bytes`` call per upload. An MLP classifies the
+        characters of all uploads in one network call; a recurrent network relaxes a batch
+        until its slowest sample converges, so its answers depend on the batch: it reads
+        each upload on its own, as ``predict_bytes`` does.
+        """
+        pages: list[_Page | ImageError] = []
+        for data in uploads:
+            try:
+                pages.append(self._page(data, segment))
+            except ImageError as exc:
+                pages.append(exc)
+        readable = [page for page in pages if not isinstance(page, ImageError)]
+        if self.artifact.kind == "mlp":
+            results = iter(self._read(readable, top_k, segment))
+        else:
+            results = iter([self._read([page], top_k, segment)[0] for page in readable])
+        return [page if isinstance(page, ImageError) else next(results) for page in pages]
+
+    def _page(self, data: bytes, segment: str) -> _Page:
         gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=ANALYSIS_PIXELS)
-        return self.predict_gray(gray, top_k=top_k, segment=segment, scale=scale)
+        return _segments(gray, segment), scale
 
     def _classify(
         self, segments: list[Segment]
@@ -134,9 +179,20 @@ class Predictor:
 
         ``scale`` is ``(sy, sx)``, the upload's pixels per pixel of ``gray``, for the boxes.
         """
-        segments = segment_ink(ink_from_gray(gray), segment)
-        if not segments:
-            raise NoInkError("no ink found")
+        return _raise_error(self._read([(_segments(gray, segment), scale)], top_k, segment)[0])
+
+    def _read(
+        self, pages: list[_Page], top_k: int, segment: str
+    ) -> list[PredictionResult | ImageError]:
+        """Classify the segments of several pages together; one result (or error) per page.
+
+        Network statistics are those of the whole call.
+        """
+        if not pages:
+            return []
+        segments = [seg for page_segments, _ in pages for seg in page_segments]
+        page_of = [p for p, (page_segments, _) in enumerate(pages) for _ in page_segments]
+        failed: dict[int, ImageError] = {}
         # First every whole segment, in one network call.
         candidates = list(segments)
         inputs, probs, stats = self._classify(candidates)
@@ -150,7 +206,12 @@ class Predictor:
         pending = []
         for i, seg in enumerate(segments):
             if seg.wide and bias[i] - np.log(max(best[i], 1e-12)) > 0:
-                for split in seg.splits:
+                try:
+                    splits = seg.splits
+                except ImageError as exc:  # that page only: the others are still read
+                    failed.setdefault(page_of[i], exc)
+                    continue
+                for split in splits:
                     options[i].append(list(range(len(candidates), len(candidates) + len(split))))
                     candidates.extend(split)
                     pending.extend(split)
@@ -161,25 +222,29 @@ class Predictor:
             best = probs.max(axis=1)
             stats = {k: v + more_stats.get(k, 0.0) for k, v in stats.items()}  # total cost
         log_best = np.log(np.maximum(best, 1e-12))
-        chosen: list[int] = []
+        chosen: list[list[int]] = [[] for _ in pages]
         for i, readings in enumerate(options):
             scores = [0.0] + [
                 log_best[r].mean() - log_best[readings[0][0]] + bias[i] for r in readings[1:]
             ]
-            chosen.extend(readings[int(np.argmax(scores))])
+            chosen[page_of[i]].extend(readings[int(np.argmax(scores))])
         k = max(1, min(int(top_k), len(self._classes)))
-        characters = []
-        for i in chosen:
-            p = probs[i]
-            order = np.argsort(-p, kind="stable")[:k]
-            characters.append(
-                CharacterResult(
-                    char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
-                    confidence=float(best[i]),
-                    box=_upload_box(candidates[i].box, scale),
-                    top=[(self._classes[j], float(p[j])) for j in order],
-                    model_input=inputs[i],
-                    line=candidates[i].line,
+        stats = {name: float(v) for name, v in stats.items()}
+        results: list[PredictionResult | ImageError] = []
+        for p, (_, scale) in enumerate(pages):
+            characters = []
+            for i in chosen[p]:
+                prob = probs[i]
+                order = np.argsort(-prob, kind="stable")[:k]
+                characters.append(
+                    CharacterResult(
+                        char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
+                        confidence=float(best[i]),
+                        box=_upload_box(candidates[i].box, scale),
+                        top=[(self._classes[j], float(prob[j])) for j in order],
+                        model_input=inputs[i],
+                        line=candidates[i].line,
+                    )
                 )
-            )
-        return PredictionResult(characters, {k: float(v) for k, v in stats.items()})
+            results.append(failed.get(p) or PredictionResult(characters, stats))
+        return results

@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import train_small_model
+from fuzz_corpus import seed_corpus
 from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.model_store import load_model, save_model
 from ocr_service.predictor import REJECT, Predictor
-from ocr_service.preprocess import NoInkError
+from ocr_service.preprocess import ImageError, NoInkError
 from ocr_service.training import TrainConfig, train
 
 
@@ -206,3 +208,64 @@ def test_an_optdigits_model_reads_uploads_through_its_own_scheme(small_model_pat
 def test_from_path_defaults_to_the_configured_model(monkeypatch, mnist_model_path):
     monkeypatch.setenv("OCR_MODEL_PATH", mnist_model_path)
     assert Predictor.from_path().artifact.name == "mnist-mlp"
+
+
+def _one_by_one(predictor: Predictor, uploads: list[bytes], **options) -> list:
+    outcomes = []
+    for data in uploads:
+        try:
+            outcomes.append(predictor.predict_bytes(data, **options))
+        except ImageError as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+def _assert_same_outcomes(got: list, expected: list, p_tolerance: float) -> None:
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        if isinstance(b, ImageError):
+            assert type(a) is type(b) and str(a) == str(b)
+            continue
+        assert a.text == b.text
+        assert len(a.characters) == len(b.characters)
+        for ca, cb in zip(a.characters, b.characters, strict=True):
+            assert (ca.char, ca.box, ca.line) == (cb.char, cb.box, cb.line)
+            assert [c for c, _ in ca.top] == [c for c, _ in cb.top]
+            # One network call over many rows may round the last float32 bits differently.
+            assert [p for _, p in ca.top] == pytest.approx([p for _, p in cb.top], abs=p_tolerance)
+            np.testing.assert_array_equal(ca.model_input, cb.model_input)
+
+
+@pytest.mark.parametrize("segment", ["auto", "multi", "single"])
+def test_predict_many_gives_the_results_of_one_call_per_upload(predictor, confident, segment):
+    rng = np.random.default_rng(11)
+    digits = confident[0]
+    uploads = [RENDERINGS[name](digits[i], rng) for i in range(3) for name in sorted(RENDERINGS)]
+    uploads += [render_string(list(digits[i : i + 4]), rng, touching=0.5).data for i in range(6)]
+    # every seed, readable or not: a bad upload gets its own error, not the batch's
+    uploads += list(seed_corpus().values())
+    expected = _one_by_one(predictor, uploads, top_k=4, segment=segment)
+    assert any(isinstance(e, ImageError) for e in expected)
+    assert sum(not isinstance(e, ImageError) for e in expected) > len(uploads) // 2
+    got = predictor.predict_many(uploads, top_k=4, segment=segment)
+    _assert_same_outcomes(got, expected, p_tolerance=1e-6)
+
+
+def test_predict_many_with_a_recurrent_network_reads_each_upload_on_its_own(tmp_path):
+    predictor = Predictor.from_path(train_small_model(tmp_path / "rbp", model="rbp", epochs=3))
+    digits = load_dataset("digits")
+    pages = [Image.fromarray((255 - digits.images[i] * 255).astype(np.uint8)).resize(
+        (64, 64)) for i in range(12)]  # fmt: skip
+    uploads = [_encode(page, "PNG") for page in pages] + [b"not an image"]
+    expected = _one_by_one(predictor, uploads)
+    assert [isinstance(e, ImageError) for e in expected] == [False] * 12 + [True]
+    got = predictor.predict_many(uploads)
+    _assert_same_outcomes(got, expected, p_tolerance=0.0)
+    for a, b in zip(got[:-1], expected[:-1], strict=True):
+        assert a.stats == b.stats  # its own relaxation, not the batch's
+
+
+def test_predict_many_of_nothing_readable(predictor):
+    outcomes = predictor.predict_many([b"", b"GIF89a"])
+    assert [type(o) for o in outcomes] == [type(o) for o in _one_by_one(predictor, [b"", b"GIF89a"])]
+    assert predictor.predict_many([]) == []
