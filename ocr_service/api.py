@@ -177,15 +177,16 @@ def predict_batch() -> dict[str, Any]:
     top_k, segment, include_input = _all_options(
         request.args, request.form, len(predictor.artifact.classes)
     )
+    outcomes = predictor.predict_many(
+        [upload.stream.read() for upload in uploads], top_k=top_k, segment=segment
+    )
     results: list[dict[str, Any]] = []
-    for upload in uploads:
-        try:
-            result = predictor.predict_bytes(upload.stream.read(), top_k=top_k, segment=segment)
-        except ImageError as exc:
-            results.append(error_body(exc.code, str(exc) or exc.code))
+    for outcome in outcomes:
+        if isinstance(outcome, ImageError):
+            results.append(error_body(outcome.code, str(outcome) or outcome.code))
             continue
-        _record(result)
-        results.append(result.to_dict(include_inputs=include_input))
+        _record(outcome)
+        results.append(outcome.to_dict(include_inputs=include_input))
     return {
         "results": results,
         "model": _model_ref(predictor),
