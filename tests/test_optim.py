@@ -120,3 +120,25 @@ def test_adam_moments_of_idle_parameters_never_become_denormal():
         for moment in (opt.m[0], opt.v[0]):
             assert not np.any((moment != 0) & (np.abs(moment) < tiny))
     assert np.all(opt.m[0] == 0)
+
+
+def test_adam_over_several_cache_blocks_matches_the_textbook_update():
+    # a buffer spanning several blocks (the last one partial) is updated like one array
+    from ocr_service.nn.optim import BLOCK
+
+    rng = np.random.default_rng(3)
+    size = 2 * BLOCK + 123
+    p = rng.standard_normal(size).astype(np.float32)
+    g = np.empty(size, np.float32)
+    start = p.astype(np.float64)
+    opt = Adam([(p, g)], lr=1e-2)
+    m = v = np.zeros(size)
+    ref = start.copy()
+    for t in range(1, 4):
+        g[...] = rng.standard_normal(size)
+        opt.step()
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g.astype(np.float64) ** 2
+        ref -= 1e-2 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    # the steps (up to 3e-2) dwarf the tolerance, so a block left alone would fail
+    np.testing.assert_allclose(p, ref, rtol=0, atol=1e-5)

@@ -175,8 +175,13 @@ class Adam(Optimizer):
         # multiply-add (``m = b1 m + g``) and the constants move into the step size.
         self.m = [np.zeros_like(p) for p, _ in self.groups]
         self.v = [np.zeros_like(p) for p, _ in self.groups]
-        # one block of scratch per group, reused block after block, so it stays in cache
-        self._scratch = [np.empty(min(p.size, BLOCK), p.dtype) for p, _ in self.groups]
+        # (param, grad, m, v, scratch) views per cache block, sliced once here rather than
+        # every step; one block of scratch per group, reused block after block, stays in cache
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        for (p, g), m, v in zip(self.groups, self.m, self.v, strict=True):
+            scratch = np.empty(min(p.size, BLOCK), p.dtype)
+            self._chunks += [(p[b], g[b], m[b], v[b], scratch[: b.stop - b.start])
+                             for b in _blocks(p.size)]
 
     def step(self) -> None:
         self.steps += 1
@@ -189,14 +194,11 @@ class Adam(Optimizer):
         wd = self.weight_decay
         decay, l2 = (1 - self.lr * wd, 0.0) if self.decoupled else (1.0, wd)
         flush = t % self._flush_every == 0
-        for (p, g), m, v, tmp in zip(self.groups, self.m, self.v, self._scratch, strict=True):
-            for block in _blocks(p.size):
-                p_block = p[block]
-                _adam_update(p_block, g[block], m[block], v[block], tmp[: p_block.size],
-                             b1, b2, step_size, eps_hat, decay, l2)
-                if flush:
-                    _flush_tiny(m[block])
-                    _flush_tiny(v[block])
+        for p, g, m, v, tmp in self._chunks:
+            _adam_update(p, g, m, v, tmp, b1, b2, step_size, eps_hat, decay, l2)
+            if flush:
+                _flush_tiny(m)
+                _flush_tiny(v)
 
 
 #: elements per block of an elementwise update: five float32 blocks fit in L2 cache, and
@@ -208,7 +210,7 @@ BLOCK = 1 << 16
 def _blocks(size: int) -> list[slice]:
     """Cache-sized slices covering ``range(size)``: the passes of an update then run over
     data in cache instead of streaming whole arrays through memory ten times."""
-    return [slice(start, start + BLOCK) for start in range(0, size, BLOCK)]
+    return [slice(start, min(start + BLOCK, size)) for start in range(0, size, BLOCK)]
 
 
 #: A moment whose gradient stays zero (a dead unit, a blank input pixel) decays
