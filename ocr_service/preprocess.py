@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import struct
 import warnings
 
@@ -426,8 +427,8 @@ def _mnist(crop: np.ndarray) -> np.ndarray:
     # MNIST puts the centre of mass at pixel 14 (whole-pixel shifts, no resampling blur).
     cy = float(patch.sum(axis=1) @ np.arange(ph)) / total
     cx = float(patch.sum(axis=0) @ np.arange(pw)) / total
-    top = int(np.clip(np.floor(14.0 - cy + 0.5), 0, 28 - ph))
-    left = int(np.clip(np.floor(14.0 - cx + 0.5), 0, 28 - pw))
+    top = min(max(math.floor(14.0 - cy + 0.5), 0), 28 - ph)
+    left = min(max(math.floor(14.0 - cx + 0.5), 0), 28 - pw)
     out = np.zeros((28, 28), np.float32)
     out[top : top + ph, left : left + pw] = patch
     return out
