@@ -126,19 +126,33 @@ def calibrate_reject_threshold(network: Any, images: np.ndarray, labels: np.ndar
     return max(MIN_REJECT_THRESHOLD, float((sorted_conf[last] + sorted_conf[last + 1]) / 2))
 
 
+#: bytes of inputs gathered per ``np.take``: several mini-batches at once, so small batches
+#: do not pay two numpy calls each (a whole digits epoch is one gather)
+GATHER_BYTES = 4 << 20
+
+
 class _BatchBuffers:
-    """Preallocated mini-batch arrays filled with ``np.take(..., out=)``."""
+    """Mini-batches in a given order, gathered with ``np.take(..., out=)`` into one
+    preallocated buffer that holds several batches."""
 
-    def __init__(self, batch_size: int, n_inputs: int) -> None:
-        self.x = np.empty((batch_size, n_inputs), np.float32)
-        self.y = np.empty(batch_size, np.int64)
+    def __init__(self, batch_size: int, n_inputs: int, n_samples: int) -> None:
+        per_gather = max(1, GATHER_BYTES // (4 * batch_size * n_inputs)) * batch_size
+        rows = min(per_gather, n_samples)
+        self.batch_size = batch_size
+        self.x = np.empty((rows, n_inputs), np.float32)
+        self.y = np.empty(rows, np.int64)
 
-    def gather(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray):
-        n = len(idx)
-        xb, yb = self.x[:n], self.y[:n]
-        np.take(x, idx, axis=0, out=xb)
-        np.take(y, idx, out=yb)
-        return xb, yb
+    def batches(self, x: np.ndarray, y: np.ndarray, order: np.ndarray):
+        """Yield ``(inputs (B, D), labels (B,))`` views for ``x[order]``, ``y[order]`` in
+        batch-size steps; each view is valid until the next one is taken."""
+        rows, size = len(self.y), self.batch_size
+        for first in range(0, len(order), rows):
+            idx = order[first : first + rows]
+            xs, ys = self.x[: len(idx)], self.y[: len(idx)]
+            np.take(x, idx, axis=0, out=xs)
+            np.take(y, idx, out=ys)
+            for start in range(0, len(idx), size):
+                yield xs[start : start + size], ys[start : start + size]
 
 
 def _blas_threads(network: Any, batch_size: int) -> int | None:
@@ -189,7 +203,7 @@ def train(
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              config.warmup_epochs * steps_per_epoch)
-    buffers = _BatchBuffers(config.batch_size, n_inputs)
+    buffers = _BatchBuffers(config.batch_size, n_inputs, len(images))
     y_all = np.ascontiguousarray(labels, dtype=np.int64)
     history: list[dict[str, float]] = []
     best = (-1.0, math.inf)  # (val accuracy, val loss)
@@ -201,9 +215,9 @@ def train(
         for epoch in range(1, config.epochs + 1):
             x_all = _epoch_inputs(images, config, rng)
             order = rng.permutation(len(x_all))
-            loss_sum, correct, stats_sum = 0.0, 0, {}
-            for start in range(0, len(order), config.batch_size):
-                xb, yb = buffers.gather(x_all, y_all, order[start : start + config.batch_size])
+            loss_sum, correct, seen, stats_sum = 0.0, 0, 0, {}
+            for xb, yb in buffers.batches(x_all, y_all, order):
+                seen += len(yb)
                 logits = network.forward(xb, training=True)
                 loss_sum += loss_fn.forward(logits, yb) * len(yb)
                 correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
@@ -217,7 +231,6 @@ def train(
                     stats_sum[key] = stats_sum.get(key, 0.0) + value
                 if bar is not None:
                     bar.update(1)
-                    seen = min(start + config.batch_size, len(order))
                     bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}",
                                     acc=f"{correct / seen:.4f}", refresh=False)
             if not math.isfinite(loss_sum):

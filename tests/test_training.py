@@ -129,3 +129,20 @@ def test_a_diverging_run_stops_with_a_clear_error(digits):
     config = TrainConfig(optimizer="sgd", lr=1e4, epochs=3, patience=0, clip_norm=0.0)
     with np.errstate(all="ignore"), pytest.raises(ValueError, match=r"diverged.*lower --lr"):
         train(config, splits.train, splits.val, 10)
+
+
+def test_batches_gathered_several_at_a_time_follow_the_order(monkeypatch):
+    import ocr_service.training as training
+
+    # a gather of two batches at a time: 11 samples in batches of 3 span two gathers and
+    # end with a partial batch
+    monkeypatch.setattr(training, "GATHER_BYTES", 2 * 3 * 2 * 4)
+    x = np.arange(22, dtype=np.float32).reshape(11, 2)
+    y = np.arange(11) * 10
+    order = np.random.default_rng(0).permutation(11)
+    buffers = training._BatchBuffers(3, 2, len(x))
+    got = [(xb.copy(), yb.copy()) for xb, yb in buffers.batches(x, y, order)]
+    assert [len(yb) for _, yb in got] == [3, 3, 3, 2]
+    np.testing.assert_array_equal(np.concatenate([xb for xb, _ in got]), x[order])
+    np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), y[order])
+    assert len(buffers.y) == 6
