@@ -1,13 +1,17 @@
 """Median in-process time to read one 28x28 PNG upload: decode, preprocess, segment, predict.
 
-Target: < 2 ms. Uses one BLAS thread, as a serving worker does.
+Also the cost per upload of ``Predictor.predict_many`` over a batch of 64 (what
+``/v1/predict/batch`` calls). Target: < 2 ms. Uses one BLAS thread, as a serving worker does.
+Every row is measured ``--rounds`` times, interleaved; the range is printed, since the
+cores may be shared.
 
-    python scripts/bench_predict.py [--model models/default] [--repeat 2000]
+    python scripts/bench_predict.py [--model models/default] [--repeat 2000] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -24,6 +28,10 @@ from renderings import white_on_black_png  # noqa: E402
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
 from ocr_service.preprocess import decode_image, ink_from_gray, normalize_character  # noqa: E402
+from ocr_service.segment import segment_ink  # noqa: E402
+
+BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
+BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"
 
 
 def _median_ms(fn, items: list, repeat: int) -> float:
@@ -40,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="artifact (default: shipped)")
     parser.add_argument("--repeat", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     predictor = Predictor.from_path(args.model)
@@ -49,30 +58,36 @@ def main() -> None:
     grays = [decode_image(u) for u in uploads]
     inks = [ink_from_gray(g) for g in grays]
     inputs = [normalize_character(i, predictor.artifact.scheme).reshape(1, -1) for i in inks]
+    segments = [segment_ink(i) for i in inks]
     network = predictor.artifact.network
+    batches = [uploads[i : i + BATCH] for i in range(0, len(uploads) - BATCH + 1, BATCH)]
+    steps = {
+        "decode (Pillow)": (decode_image, uploads),
+        "ink map": (ink_from_gray, grays),
+        "segment": (segment_ink, inks),
+        "normalise": (lambda s: normalize_character(s[0].ink, predictor.artifact.scheme),
+                      segments),
+        "network": (network.predict_proba_with_stats, inputs),
+        "total: predict_bytes": (predictor.predict_bytes, uploads),
+    }
+    times: dict[str, list[float]] = {name: [] for name in [*steps, BATCH_ROW]}
     with threadpool_limits(1):
         for u in uploads[:50]:  # warm-up
             predictor.predict_bytes(u)
-        rows = [
-            ("decode (Pillow)", _median_ms(decode_image, uploads, args.repeat)),
-            ("ink map", _median_ms(ink_from_gray, grays, args.repeat)),
-            (
-                "normalise",
-                _median_ms(
-                    lambda i: normalize_character(i, predictor.artifact.scheme), inks, args.repeat
-                ),
-            ),
-            ("network", _median_ms(network.predict_proba_with_stats, inputs, args.repeat)),
-            ("total: predict_bytes", _median_ms(predictor.predict_bytes, uploads, args.repeat)),
-        ]
+        for _ in range(args.rounds):
+            for name, (fn, items) in steps.items():
+                times[name].append(_median_ms(fn, items, args.repeat))
+            per_batch = _median_ms(predictor.predict_many, batches, max(5, args.repeat // BATCH))
+            times[BATCH_ROW].append(per_batch / BATCH)
     print(
         f"Model `{predictor.artifact.name}` ({predictor.artifact.kind}), 28x28 PNG uploads, "
-        f"median of {args.repeat}, 1 BLAS thread\n"
+        f"median of {args.repeat}, 1 BLAS thread, {args.rounds} rounds; "
+        f"load average {os.getloadavg()[0]:.2f}\n"
     )
-    print("| Step | Median |")
+    print("| Step | Median (range over rounds) |")
     print("|---|---:|")
-    for name, ms in rows:
-        print(f"| {name} | {ms:.3f} ms |")
+    for name, ms in times.items():
+        print(f"| {name} | {min(ms):.3f}-{max(ms):.3f} ms |")
 
 
 if __name__ == "__main__":
