@@ -27,10 +27,14 @@ from .segment import Segment, segment_ink
 __all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]
 
 REJECT = "?"
-# Width/height at which a split needs no confidence gain (chosen on strings and single
-# digits rendered from mnist5k's validation split, not its test split); "multi" expects
-# several characters, so it splits more readily.
-_SPLIT_ASPECT = {"auto": 1.4, "multi": 1.2, "single": np.inf}
+# A split's prior: _SPLIT_SLOPE * (width / reference height - aspect), added to the pieces'
+# confidence gain; the aspect is larger for a character alone in its line (most such uploads
+# are one character, and there are no neighbours to measure it against). Chosen on strings
+# and single digits rendered from mnist5k's validation split, not its test split; "multi"
+# expects several characters, so it splits more readily.
+_SPLIT_ASPECT = {"auto": 1.2, "multi": 1.0, "single": np.inf}
+_LONE_SPLIT_ASPECT = {"auto": 1.6, "multi": 1.4, "single": np.inf}
+_SPLIT_SLOPE = 2.0
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,18 @@ class Predictor:
         inputs, probs, stats = self._classify(candidates)
         best = probs.max(axis=1)
         # A wide segment is several characters when its pieces read more confidently
-        # (geometric mean) than the whole, the more readily the wider it is. A split's score,
-        # mean log p(pieces) - log p(whole) + bias, is at most -log p(whole) + bias: where
-        # that is not positive no split can win, and none is built or classified.
-        bias = [seg.box[2] / seg.box[3] - _SPLIT_ASPECT[segment] for seg in segments]
+        # (geometric mean) than the whole, the more readily the wider it is against its
+        # line's character height. A split's score, mean log p(pieces) - log p(whole) + bias,
+        # is at most -log p(whole) + bias: where that is not positive no split can win, and
+        # none is built or classified.
+        bias = [
+            _SPLIT_SLOPE
+            * (
+                seg.box[2] / seg.ref_height
+                - (_SPLIT_ASPECT if seg.line_size > 1 else _LONE_SPLIT_ASPECT)[segment]
+            )
+            for seg in segments
+        ]
         options: list[list[list[int]]] = [[[i]] for i in range(len(segments))]
         pending = []
         for i, seg in enumerate(segments):

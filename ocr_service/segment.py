@@ -24,8 +24,9 @@ MODES = ("auto", "single", "multi")
 #: is normalised and classified, so a small upload of many dots must not stall a worker.
 MAX_COMPONENTS = 512
 MAX_CHARACTERS = 128
-# Characters wider than this times their height may be several touching characters.
-WIDE = 0.8
+# Characters wider than this times their line's character height may be several touching
+# characters (a narrow 1 touching an 8 is no wider than one 0).
+WIDE = 0.7
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -38,6 +39,11 @@ class Segment:
     line: int
     #: whether it is wide enough to be several touching characters
     wide: bool = False
+    #: the larger of its own height and its line's typical character height (px): a flat
+    #: character (a wide, low 2) is measured against its neighbours, not against itself
+    ref_height: int = 0
+    #: characters in its line, itself included (1: no neighbours to compare widths with)
+    line_size: int = 1
 
     @cached_property
     def splits(self) -> tuple[tuple[Segment, ...], ...]:
@@ -131,6 +137,13 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
     return [sorted(members, key=lambda g: g.x0) for _, _, members in lines]
 
 
+def _typical_height(groups: list[_Group]) -> float:
+    """Median height of the full-size characters among ``groups``: fragments must not drag
+    it down."""
+    heights = np.array([g.height for g in groups])
+    return float(np.median(heights[heights >= 0.5 * heights.max()]))
+
+
 def _cut_sets(ink: np.ndarray) -> list[list[int]]:
     """Alternative sets of columns at which a wide piece of ink may be cut.
 
@@ -172,7 +185,7 @@ def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
         return None
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     box = (x0 + int(cols[0]), y0 + int(rows[0]), int(crop.shape[1]), int(crop.shape[0]))
-    return Segment(crop, box, line)
+    return Segment(crop, box, line, ref_height=int(crop.shape[0]))
 
 
 def _without_slivers(piece: np.ndarray) -> np.ndarray:
@@ -201,8 +214,8 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
-    merged into characters; any character wider than ``WIDE`` times its height is marked
-    ``wide`` and offers candidate splits (``Segment.splits``).
+    merged into characters; any character wider than ``WIDE`` times its ``ref_height`` is
+    marked ``wide`` and offers candidate splits (``Segment.splits``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
@@ -220,9 +233,7 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         if s is not None
     ]
     groups = _merge(groups, _overlapping)
-    # Typical character height: fragments must not drag it down.
-    heights = np.array([g.height for g in groups])
-    height = float(np.median(heights[heights >= 0.5 * heights.max()]))
+    height = _typical_height(groups)
     groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
     if len(groups) > MAX_CHARACTERS:
         raise TooManyCharactersError(
@@ -230,12 +241,15 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         )
     segments = []
     for line_no, line in enumerate(_lines(groups)):
+        line_height = _typical_height(line)
         for g in line:
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
-            mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
-            own = np.where(mine, ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
+            own = np.where(np.isin(region, g.labels), ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
             seg = _crop(own, g.x0, g.y0, line_no)
             if seg is None:
                 continue
-            segments.append(replace(seg, wide=g.width > WIDE * g.height))
+            ref = round(max(g.height, line_height))
+            segments.append(
+                replace(seg, wide=g.width > WIDE * ref, ref_height=ref, line_size=len(line))
+            )
     return segments

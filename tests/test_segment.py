@@ -112,6 +112,17 @@ def test_a_narrow_character_offers_no_split():
     assert segment.splits == ()
 
 
+def test_a_flat_character_is_measured_against_its_line():
+    # Two 60 px tall characters and a low, wide one (a flat 2): 40 px wide, 20 px tall.
+    ink = _page((20, 30, 30, 60), (100, 30, 30, 60), (180, 60, 40, 20))
+    tall, _, flat = segment_ink(ink, "auto")
+    assert flat.ref_height == 60 and tall.ref_height == 60
+    assert not flat.wide  # 40 px is less than 0.7 of the line's 60 px height
+    assert [s.line_size for s in (tall, flat)] == [3, 3]
+    (alone,) = segment_ink(_page((180, 60, 40, 20)), "auto")
+    assert alone.ref_height == 20 and alone.wide and alone.line_size == 1
+
+
 def test_single_mode_treats_all_ink_as_one_character():
     (segment,) = segment_ink(_page((20, 20, 20, 60), (200, 30, 30, 50)), "single")
     assert segment.box == (20, 20, 210, 60)
