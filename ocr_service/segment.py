@@ -244,7 +244,8 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         line_height = _typical_height(line)
         for g in line:
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
-            own = np.where(np.isin(region, g.labels), ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
+            mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
+            own = np.where(mine, ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
             seg = _crop(own, g.x0, g.y0, line_no)
             if seg is None:
                 continue
