@@ -142,3 +142,41 @@ def test_adam_over_several_cache_blocks_matches_the_textbook_update():
         ref -= 1e-2 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     # the steps (up to 3e-2) dwarf the tolerance, so a block left alone would fail
     np.testing.assert_allclose(p, ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_adam_split_into_concurrent_tasks_gives_the_weights_of_plain_steps(weight_decay):
+    # two parameter groups (not one packed buffer) and sizes that do not split evenly
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ocr_service.nn.optim import BLOCK
+
+    rng = np.random.default_rng(5)
+    shapes = [(3, BLOCK // 2 + 7), (BLOCK + 3,)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    twins = [p.copy() for p in params]
+    grads = [np.empty_like(p) for p in params]
+    twin_grads = [np.empty_like(p) for p in params]
+    plain = Adam(list(zip(params, grads, strict=True)), lr=1e-2, weight_decay=weight_decay)
+    split = Adam(list(zip(twins, twin_grads, strict=True)), lr=1e-2, weight_decay=weight_decay)
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            for g, tg in zip(grads, twin_grads, strict=True):
+                g[...] = rng.standard_normal(g.shape)
+                tg[...] = g
+            plain.step()
+            tasks = split.tasks(2)
+            assert len(tasks) == 2
+            for future in [pool.submit(task) for task in reversed(tasks)]:
+                future.result()
+    for p, t in zip(params, twins, strict=True):
+        assert np.array_equal(p, t)
+    assert split.steps == plain.steps == 3
+
+
+def test_optimizers_without_shares_finish_a_step_in_one_task():
+    p, g = _pair([1.0], [0.5])
+    tasks = SGD([(p, g)], lr=0.1, momentum=0.0).tasks(2)
+    assert len(tasks) == 1
+    tasks[0]()
+    assert p[0] == pytest.approx(0.95)

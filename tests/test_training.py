@@ -146,3 +146,69 @@ def test_batches_gathered_several_at_a_time_follow_the_order(monkeypatch):
     np.testing.assert_array_equal(np.concatenate([xb for xb, _ in got]), x[order])
     np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), y[order])
     assert len(buffers.y) == 6
+
+
+@pytest.fixture
+def two_core_rule(monkeypatch):
+    """The data-parallel rule switched on for small networks (as if digits were large)."""
+    import ocr_service.training as training
+
+    monkeypatch.setattr(training, "SMALL_MATMUL", 0)
+    monkeypatch.setattr(training, "_blas_limit", lambda: 2)
+    return training
+
+
+def test_data_parallel_step_gives_the_whole_batch_gradient(two_core_rule):
+    from ocr_service.nn import MLP
+    from ocr_service.nn.losses import SoftmaxCrossEntropy
+    from ocr_service.nn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((65, 20), np.float32), rng.integers(0, 10, 65)
+    serial = MLP.build(20, 10, hidden=(16,), seed=0)
+    net = MLP.build(20, 10, hidden=(16,), seed=0)
+    assert two_core_rule._data_parallel(net, 65)
+    parallel = two_core_rule._DataParallel(net, SoftmaxCrossEntropy(), Adam(net.param_pairs()))
+    try:
+        loss, correct = parallel.step(x, y)
+    finally:
+        parallel.worker.close()
+    serial_loss, serial_correct = two_core_rule._batch_step(serial, SoftmaxCrossEntropy(), x, y)
+    np.testing.assert_allclose(net.flat_grads, serial.flat_grads, rtol=1e-5, atol=1e-7)
+    assert loss == pytest.approx(serial_loss, rel=1e-6) and correct == serial_correct
+
+
+def test_data_parallel_training_is_reproducible_and_learns(digits, two_core_rule):
+    _, splits = digits
+    config = TrainConfig(seed=1, epochs=4, patience=0)
+    a = train(config, splits.train, None, 10).network
+    b = train(config, splits.train, None, 10).network
+    assert all(np.array_equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert evaluate(a, *splits.test)["accuracy"] >= 0.95
+
+
+def test_worker_hands_exceptions_back_to_the_caller():
+    from ocr_service.training import _Worker
+
+    worker = _Worker()
+    try:
+        worker.submit(int, "not a number")
+        with pytest.raises(ValueError):
+            worker.result()
+        worker.submit(sum, [1, 2])
+        assert worker.result() == 3
+    finally:
+        worker.close()
+
+
+def test_negatives_add_a_non_character_output_that_is_never_the_answer(digits):
+    dataset, splits = digits
+    config = TrainConfig(hidden=(32,), epochs=8, patience=0, negatives=300)
+    result = train(config, splits.train, splits.val, 10, scheme=dataset.scheme)
+    assert result.network.n_classes == 11
+    probs = result.network.predict_proba(splits.test[0].reshape(len(splits.test[0]), -1))
+    assert probs.shape[1] == 11
+    metrics = evaluate(result.network, *splits.test, n_classes=10)
+    assert metrics["accuracy"] > 0.85  # still reads the digits
+    with pytest.raises(ValueError, match="scheme"):
+        train(config, splits.train, splits.val, 10)
