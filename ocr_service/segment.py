@@ -7,6 +7,7 @@ characters), and the result is ordered left to right within lines, lines top to 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -140,8 +141,9 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
 def _typical_height(groups: list[_Group]) -> float:
     """Median height of the full-size characters among ``groups``: fragments must not drag
     it down."""
-    heights = np.array([g.height for g in groups])
-    return float(np.median(heights[heights >= 0.5 * heights.max()]))
+    heights = [g.height for g in groups]
+    # statistics, not numpy: np.median costs ~12 us on a handful of values
+    return float(statistics.median(h for h in heights if h >= 0.5 * max(heights)))
 
 
 def _cut_sets(ink: np.ndarray) -> list[list[int]]:
