@@ -134,6 +134,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=_fraction(0.0, 1.0), default=d.label_smoothing)
     p.add_argument("--augment", action="store_true",
                    help="random affine/elastic/thickness/noise distortions each epoch")
+    p.add_argument("--negatives", type=_non_negative_int, default=d.negatives, metavar="N",
+                   help="add N non-character examples (touching pairs, fragments of the "
+                        "training images) as an extra output class, so touching characters "
+                        "are cut right (default 0: none)")
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch")
     p.add_argument("--seed", type=_non_negative_int, default=d.seed)
@@ -156,7 +160,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         activation=args.activation or defaults.activation,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
         weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
-        label_smoothing=args.label_smoothing, augment=args.augment, patience=args.patience,
+        label_smoothing=args.label_smoothing, augment=args.augment, negatives=args.negatives,
+        patience=args.patience,
         seed=args.seed, val_split=args.val_split,
     )
 
@@ -175,14 +180,16 @@ def _run_train(args: argparse.Namespace) -> None:
         # a diverging run is reported as one line by train(), not by numpy's warnings
         with np.errstate(over="ignore", invalid="ignore"):
             result = train(config, splits.train, val, len(dataset.classes),
+                           scheme=dataset.scheme,
                            progress=not args.quiet and sys.stderr.isatty(), log=say)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    test = evaluate(result.network, *splits.test)
+    test = evaluate(result.network, *splits.test, n_classes=len(dataset.classes))
     height, width = dataset.images.shape[1:]
     metadata = {
         "name": args.name or out.name,
         "classes": list(dataset.classes),
+        "non_character": config.negatives > 0,
         "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme},
         "preprocess": {"scheme": dataset.scheme, "ink": "1.0", "paper": "0.0"},
         "calibration": {"reject_threshold": result.reject_threshold,
@@ -260,7 +267,8 @@ def _run_eval(args: argparse.Namespace) -> None:
     # map the dataset's class indices to the model's
     to_model = np.array([artifact.classes.index(c) for c in dataset.classes])
     labels = to_model[labels]
-    probs = predict_in_batches(artifact.network, images.reshape(len(images), -1))
+    probs = predict_in_batches(artifact.network, images.reshape(len(images), -1),
+                               n_classes=len(artifact.classes))
     metrics = classification_metrics(labels, probs, artifact.classes)
     if args.json:
         print(json.dumps(metrics, indent=1))

@@ -3,6 +3,8 @@
 Weights are written with ``np.savez`` and read with ``allow_pickle=False``; the JSON
 carries everything needed to rebuild the network (kind, layers, options), the class
 alphabet, the input scheme, the training history and the sha256 of the ``.npz`` bytes.
+With ``"non_character": true`` the network has one output more than there are classes:
+the last one, for non-character examples (``ocr_service.negatives``), is never an answer.
 Both files go to temporary names and are renamed into place, JSON last. Before the new
 ``.npz`` replaces the old one, the old weights are kept under a hidden name holding their
 checksum (``.NAME.<sha256>.npz.bak``) until the new JSON is in place: a reader that meets
@@ -105,6 +107,11 @@ class ModelArtifact:
         return str(self.metadata.get("name") or self.path.name)
 
     @property
+    def non_character(self) -> bool:
+        """Whether the network's last output is the non-character class."""
+        return bool(self.metadata.get("non_character", False))
+
+    @property
     def reject_threshold(self) -> float | None:
         value = self.metadata.get("calibration", {}).get("reject_threshold")
         return None if value is None else float(value)
@@ -182,9 +189,12 @@ def save_model(
     """
     npz_path, json_path = artifact_paths(path)
     classes = metadata.get("classes")
-    if not classes or len(classes) != network.n_classes:
+    outputs = len(classes or []) + _extra_outputs(metadata)
+    if not classes or outputs != network.n_classes:
         raise ModelFormatError(
-            f"metadata lists {len(classes or [])} classes, network has {network.n_classes}"
+            f"metadata lists {len(classes or [])} classes"
+            f"{' and a non-character class' if _extra_outputs(metadata) else ''}, "
+            f"network has {network.n_classes} outputs"
         )
     _validate_input(metadata.get("input"), network.n_inputs)
     buffer = io.BytesIO()
@@ -279,8 +289,13 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "kind": str, "sha256": str, "version": str, "layers": list, "input": dict,
     "options": dict, "calibration": dict, "training": dict, "metrics": dict,
-    "preprocess": dict, "name": str,
+    "preprocess": dict, "name": str, "non_character": bool,
 }  # fmt: skip
+
+
+def _extra_outputs(meta: dict[str, Any]) -> int:
+    """Network outputs beyond the classes: 1 for a non-character class."""
+    return 1 if meta.get("non_character") else 0
 
 
 def _check_types(meta: dict[str, Any], json_path: Path) -> None:
@@ -351,9 +366,10 @@ def load_model(
         network = network_from_config(config)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelFormatError(f"{json_path}: invalid network description ({exc})") from None
-    if len(meta["classes"]) != network.n_classes:
+    if len(meta["classes"]) + _extra_outputs(meta) != network.n_classes:
         raise ShapeMismatchError(
-            f"{json_path}: {len(meta['classes'])} classes but the network has "
+            f"{json_path}: {len(meta['classes'])} classes"
+            f"{' + non-character' if _extra_outputs(meta) else ''} but the network has "
             f"{network.n_classes} outputs"
         )
     _validate_input(meta["input"], network.n_inputs)

@@ -164,12 +164,14 @@ class Predictor:
     def _classify(
         self, segments: list[Segment]
     ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        """Model inputs (n, H, W), probabilities (n, C) and network statistics."""
+        """Model inputs (n, H, W), probabilities of the C classes (n, C) and network
+        statistics. A non-character output is dropped: what it takes from the classes makes
+        a wrong cut (or a missed one) read unconfidently, and no answer is "non-character"."""
         inputs = np.stack([normalize_character(s.ink, self._scheme) for s in segments])
         probs, stats = self.artifact.network.predict_proba_with_stats(
             inputs.reshape(len(segments), -1)
         )
-        return inputs, probs, stats
+        return inputs, probs[:, : len(self._classes)], stats
 
     def predict_gray(
         self,

@@ -153,3 +153,18 @@ def test_recurrent_backprop_model_trains_with_its_defaults(tmp_path, dataset, fl
     assert artifact.metadata["metrics"]["test_accuracy"] >= floor
     history = artifact.metadata["training"]["history"]
     assert all(h["forward_iterations"] > 1 and h["backward_iterations"] > 1 for h in history)
+
+
+def test_train_with_negatives_saves_a_non_character_model_that_evaluates(tmp_path, capsys):
+    out = tmp_path / "neg"
+    assert train_main(["--dataset", "digits", "--epochs", "3", "--hidden", "32",
+                       "--negatives", "100", "--quiet", "--out", str(out)]) == 0
+    artifact = load_model(out)
+    assert artifact.non_character and artifact.network.n_classes == 11
+    assert artifact.metadata["training"]["config"]["negatives"] == 100
+    capsys.readouterr()
+    assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert len(metrics["confusion"]) == 10
+    assert metrics["accuracy"] == pytest.approx(artifact.metadata["metrics"]["test_accuracy"],
+                                                abs=1e-6)

@@ -101,6 +101,8 @@ def _edit_json(base, change):
     (lambda m: m["input"].update(scheme="mnist", height=28, width=28), ShapeMismatchError),
     (lambda m: m["input"].update(scheme="svhn"), ModelFormatError),
     (lambda m: m["input"].update(scheme=[]), ModelFormatError),
+    (lambda m: m.update(non_character=True), ShapeMismatchError),  # 10 outputs, not 11
+    (lambda m: m.update(non_character="yes"), ModelFormatError),
     (lambda m: m.update(calibration="x"), ModelFormatError),
     (lambda m: m["calibration"].update(reject_threshold="high"), ModelFormatError),
     (lambda m: m.update(layers=[1]), ModelFormatError),
@@ -132,6 +134,18 @@ def test_non_finite_weights_are_refused(tmp_path):
     save_model(tmp_path / "nan", net, META)
     with pytest.raises(ModelFormatError, match="NaN"):
         load_model(tmp_path / "nan")
+
+
+def test_a_non_character_output_is_one_more_than_the_classes(tmp_path):
+    net = MLP.build(64, 11, hidden=(8,), seed=2)
+    with pytest.raises(ModelFormatError, match="11 outputs"):
+        save_model(tmp_path / "m", net, META)
+    artifact = save_model(tmp_path / "m", net, {**META, "non_character": True})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.non_character and artifact.non_character
+    assert loaded.classes == META["classes"] and loaded.network.n_classes == 11
+    save_model(tmp_path / "plain", MLP.build(64, 10, hidden=(8,)), META)
+    assert not load_model(tmp_path / "plain").non_character
 
 
 def test_save_rejects_metadata_that_does_not_fit(tmp_path):

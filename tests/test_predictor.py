@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import train_small_model
 from fuzz_corpus import seed_corpus
+from PIL import Image
 from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
 
 from ocr_service.datasets import load_dataset, split_dataset
@@ -267,5 +267,29 @@ def test_predict_many_with_a_recurrent_network_reads_each_upload_on_its_own(tmp_
 
 def test_predict_many_of_nothing_readable(predictor):
     outcomes = predictor.predict_many([b"", b"GIF89a"])
-    assert [type(o) for o in outcomes] == [type(o) for o in _one_by_one(predictor, [b"", b"GIF89a"])]
+    expected = _one_by_one(predictor, [b"", b"GIF89a"])
+    assert [type(o) for o in outcomes] == [type(o) for o in expected]
     assert predictor.predict_many([]) == []
+
+
+def test_the_non_character_output_is_never_an_answer(tmp_path):
+    # A network that puts nearly all probability on its non-character output.
+    from ocr_service.nn import MLP
+
+    net = MLP.build(784, 11, hidden=(8,), seed=0)
+    last_bias = [k for k in net.state_dict() if k.endswith(".b")][-1]
+    net.state_dict()[last_bias][10] = 12.0
+    meta = {
+        "classes": [str(d) for d in range(10)],
+        "non_character": True,
+        "input": {"height": 28, "width": 28, "scheme": "mnist"},
+        "calibration": {"reject_threshold": 0.4},
+    }
+    save_model(tmp_path / "junk", net, meta)
+    predictor = Predictor(load_model(tmp_path / "junk"))
+    digit = np.zeros((28, 28), np.float32)
+    digit[4:24, 12:16] = 1.0
+    (char,) = predictor.predict_bytes(white_on_black_png(digit, np.random.default_rng(0)),
+                                      top_k=10).characters
+    assert char.char == REJECT and char.confidence < 0.01
+    assert {c for c, _ in char.top} == set(meta["classes"])
