@@ -90,6 +90,12 @@ def _upload_box(box: tuple[int, int, int, int], scale: tuple[float, float]):
     return (x0, y0, round((x + w) * sx) - x0, round((y + h) * sy) - y0)
 
 
+#: Analysed pixels of the uploads ``predict_many`` decodes before it reads them (their ink,
+#: ~16 MB of float32 at most): a batch of large photos is read in several network calls
+#: and never holds much more memory than a few uploads, while a batch of small ones
+#: still shares one call.
+_POOL_PIXELS = 4 * ANALYSIS_PIXELS
+
 #: one image's segments and its scale (the upload's pixels per analysed pixel, ``(sy, sx)``)
 _Page = tuple[list[Segment], tuple[float, float]]
 
@@ -114,6 +120,7 @@ class Predictor:
         self.artifact = artifact
         self.max_pixels = max_pixels
         self._classes = list(artifact.classes)
+        self._non_character = bool(getattr(artifact, "non_character", False))
         self._scheme = artifact.scheme
         self._threshold = artifact.reject_threshold or 0.0
 
@@ -132,7 +139,8 @@ class Predictor:
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        return _raise_error(self._read([self._page(data, segment)], top_k, segment)[0])
+        page, _ = self._page(data, segment)
+        return _raise_error(self._read([page], top_k, segment)[0])
 
     def predict_many(
         self, uploads: Sequence[bytes], *, top_k: int = 3, segment: str = "auto"
@@ -140,26 +148,50 @@ class Predictor:
         """``predict_bytes`` of every upload, or in its place the ``ImageError`` it raises.
 
         The results are those of one ``predict_bytes`` call per upload. An MLP classifies the
-        characters of all uploads in one network call; a recurrent network relaxes a batch
-        until its slowest sample converges, so its answers depend on the batch: it reads
-        each upload on its own, as ``predict_bytes`` does.
+        characters of many uploads in one network call (of all of them, unless together they
+        exceed ``_POOL_PIXELS``); a recurrent network relaxes a batch until its slowest sample
+        converges, so its answers depend on the batch: it reads each upload on its own, as
+        ``predict_bytes`` does.
         """
-        pages: list[_Page | ImageError] = []
-        for data in uploads:
+        outcomes: list[PredictionResult | ImageError | None] = [None] * len(uploads)
+        pooled: list[tuple[int, _Page]] = []
+        held = 0
+        for index, data in enumerate(uploads):
             try:
-                pages.append(self._page(data, segment))
+                page, pixels = self._page(data, segment)
             except ImageError as exc:
-                pages.append(exc)
-        readable = [page for page in pages if not isinstance(page, ImageError)]
-        if self.artifact.kind == "mlp":
-            results = iter(self._read(readable, top_k, segment))
-        else:
-            results = iter([self._read([page], top_k, segment)[0] for page in readable])
-        return [page if isinstance(page, ImageError) else next(results) for page in pages]
+                outcomes[index] = exc
+                continue
+            pooled.append((index, page))
+            held += pixels
+            if held >= _POOL_PIXELS or self.artifact.kind != "mlp":
+                self._read_pooled(pooled, outcomes, top_k, segment)
+                held = 0
+        self._read_pooled(pooled, outcomes, top_k, segment)
+        return outcomes  # type: ignore[return-value]  # every entry is filled by now
 
-    def _page(self, data: bytes, segment: str) -> _Page:
+    def _page(self, data: bytes, segment: str) -> tuple[_Page, int]:
+        """One upload's segments and scale, and the number of pixels analysed."""
         gray, scale = decode_scaled(data, max_pixels=self.max_pixels, work_pixels=ANALYSIS_PIXELS)
-        return _segments(gray, segment), scale
+        return (_segments(gray, segment), scale), gray.size
+
+    def _read_pooled(
+        self,
+        pooled: list[tuple[int, _Page]],
+        outcomes: list[PredictionResult | ImageError | None],
+        top_k: int,
+        segment: str,
+    ) -> None:
+        """Read the pooled ``(index, page)`` pairs together into ``outcomes``; empty the pool."""
+        results = self._read([page for _, page in pooled], top_k, segment)
+        for (index, _), result in zip(pooled, results, strict=True):
+            outcomes[index] = result
+        pooled.clear()
+
+    def _answer_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Probabilities (C,) of the classes given that the segment is a character: with a
+        non-character output, what it took is shared out again (it only steers the cuts)."""
+        return probs / probs.sum() if self._non_character else probs
 
     def _classify(
         self, segments: list[Segment]
@@ -248,12 +280,13 @@ class Predictor:
         for p, (_, scale) in enumerate(pages):
             characters = []
             for i in chosen[p]:
-                prob = probs[i]
+                prob = self._answer_probs(probs[i])
                 order = np.argsort(-prob, kind="stable")[:k]
+                confidence = float(prob[order[0]])
                 characters.append(
                     CharacterResult(
-                        char=self._classes[order[0]] if best[i] >= self._threshold else REJECT,
-                        confidence=float(best[i]),
+                        char=self._classes[order[0]] if confidence >= self._threshold else REJECT,
+                        confidence=confidence,
                         box=_upload_box(candidates[i].box, scale),
                         top=[(self._classes[j], float(prob[j])) for j in order],
                         model_input=inputs[i],

@@ -13,6 +13,7 @@ from fuzz_corpus import seed_corpus
 from PIL import Image
 from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
 
+from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.model_store import load_model, save_model
 from ocr_service.predictor import REJECT, Predictor
@@ -248,6 +249,22 @@ def test_predict_many_gives_the_results_of_one_call_per_upload(predictor, confid
     assert any(isinstance(e, ImageError) for e in expected)
     assert sum(not isinstance(e, ImageError) for e in expected) > len(uploads) // 2
     got = predictor.predict_many(uploads, top_k=4, segment=segment)
+    _assert_same_outcomes(got, expected, p_tolerance=1e-6)
+
+
+def test_predict_many_reads_large_batches_in_several_pooled_calls(predictor, confident,
+                                                                 monkeypatch):
+    rng = np.random.default_rng(12)
+    uploads = [white_on_black_png(digit, rng) for digit in confident[0][:10]]  # 28x28 each
+    uploads.insert(4, b"not an image")
+    expected = _one_by_one(predictor, uploads)
+    reads = []
+    real_read = Predictor._read
+    monkeypatch.setattr(predictor_module, "_POOL_PIXELS", 3 * 28 * 28)
+    monkeypatch.setattr(Predictor, "_read", lambda self, pages, *a: reads.append(len(pages))
+                        or real_read(self, pages, *a))  # fmt: skip
+    got = predictor.predict_many(uploads)
+    assert reads == [3, 3, 3, 1]  # a pool is read once it holds 3 uploads' pixels
     _assert_same_outcomes(got, expected, p_tolerance=1e-6)
 
 
