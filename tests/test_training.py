@@ -212,3 +212,17 @@ def test_negatives_add_a_non_character_output_that_is_never_the_answer(digits):
     assert metrics["accuracy"] > 0.85  # still reads the digits
     with pytest.raises(ValueError, match="scheme"):
         train(config, splits.train, splits.val, 10)
+
+
+def test_one_thread_processes_and_small_networks_train_on_one_thread():
+    from threadpoolctl import threadpool_limits
+
+    from ocr_service.nn import MLP
+    from ocr_service.training import _data_parallel
+
+    large = MLP.build(784, 10, hidden=(512, 512))
+    with threadpool_limits(1, user_api="blas"):  # OPENBLAS_NUM_THREADS=1, a serving worker
+        assert not _data_parallel(large, 128)
+    with threadpool_limits(2, user_api="blas"):
+        assert _data_parallel(large, 128)
+        assert not _data_parallel(MLP.build(64, 10, hidden=(128,)), 64)  # digits: too small
