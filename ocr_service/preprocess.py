@@ -188,8 +188,11 @@ def _to_gray(img: Image.Image) -> np.ndarray:
             img = img.convert("L")
         return _GRAY_LEVELS[np.asarray(img)]
     rgba = img.convert("RGBA")
-    gray = np.asarray(rgba.convert("L"), dtype=np.float32) * np.float32(1 / 255)
-    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) * np.float32(1 / 255)
+    gray = _GRAY_LEVELS[np.asarray(rgba.convert("L"))]
+    alpha_band = rgba.getchannel("A")
+    if alpha_band.getextrema() == (255, 255):  # opaque (the drawing page's canvas): no paper
+        return gray
+    alpha = _GRAY_LEVELS[np.asarray(alpha_band)]
     weight = alpha.sum()
     if weight == 0.0:
         return np.ones_like(gray)

@@ -144,6 +144,17 @@ def test_transparent_pixels_are_paper_whatever_their_colour(held_out):
         )
 
 
+def test_an_opaque_canvas_export_reads_exactly_like_its_grayscale(held_out):
+    # The drawing page sends opaque RGBA PNGs; a nearly opaque one still goes through the
+    # alpha flattening and must stay close.
+    gray = ((1 - held_out[0][3]) * 255).astype(np.uint8)
+    expected = decode_image(_png(gray))
+    rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+    np.testing.assert_array_equal(decode_image(_png(rgba, "RGBA")), expected)
+    rgba[0, 0, 3] = 254
+    np.testing.assert_allclose(decode_image(_png(rgba, "RGBA")), expected, atol=0.01)
+
+
 def test_exif_orientation_is_applied():
     upright = np.full((60, 40), 255, np.uint8)
     upright[5:20, 5:35] = 0  # a dark bar near the top
