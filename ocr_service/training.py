@@ -97,13 +97,16 @@ def predict_in_batches(
 ) -> np.ndarray:
     """Class probabilities ``(N, C)`` for flattened inputs ``(N, D)``.
 
-    ``n_classes`` keeps only the first C outputs: a network trained with a non-character
-    class has one more, and the answer is always one of the real classes.
+    ``n_classes`` keeps only the first C outputs, renormalised: a network trained with a
+    non-character class has one more, and the answer is always one of the real classes.
     """
     probs = np.concatenate(
         [network.predict_proba(x[i : i + batch]) for i in range(0, len(x), batch)]
     ) if len(x) else np.zeros((0, network.n_classes), np.float32)
-    return probs[:, :n_classes]
+    if n_classes is None or n_classes == probs.shape[1]:
+        return probs
+    classes = probs[:, :n_classes]
+    return classes / np.maximum(classes.sum(axis=1, keepdims=True), np.float32(1e-30))
 
 
 def evaluate(
