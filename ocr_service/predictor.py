@@ -188,16 +188,12 @@ class Predictor:
             outcomes[index] = result
         pooled.clear()
 
-    def _answer(self, probs: np.ndarray) -> tuple[np.ndarray, bool]:
-        """Probabilities (C,) of the classes given that the segment is a character, and
-        whether to answer one: not below the calibrated threshold, nor where a
-        non-character output outweighs every class. Otherwise what that output took is
-        shared out again: it steers the cuts, and a well-cut piece keeps its answer."""
-        best = float(probs.max())
-        if not self._non_character:
-            return probs, best >= self._threshold
-        total = float(probs.sum())
-        return probs / total, best / total >= self._threshold and best >= 1.0 - total
+    def _answer_probs(self, probs: np.ndarray) -> np.ndarray:
+        """Probabilities (C,) of the classes given that the segment is a character: what a
+        non-character output took is shared out again. It steers the cuts; a character it
+        doubts is still read, and the calibrated threshold decides on "?" as for any model.
+        """
+        return probs / probs.sum() if self._non_character else probs
 
     def _classify(
         self, segments: list[Segment]
@@ -286,12 +282,13 @@ class Predictor:
         for p, (_, scale) in enumerate(pages):
             characters = []
             for i in chosen[p]:
-                prob, answered = self._answer(probs[i])
+                prob = self._answer_probs(probs[i])
                 order = np.argsort(-prob, kind="stable")[:k]
+                confidence = float(prob[order[0]])
                 characters.append(
                     CharacterResult(
-                        char=self._classes[order[0]] if answered else REJECT,
-                        confidence=float(prob[order[0]]),
+                        char=self._classes[order[0]] if confidence >= self._threshold else REJECT,
+                        confidence=confidence,
                         box=_upload_box(candidates[i].box, scale),
                         top=[(self._classes[j], float(prob[j])) for j in order],
                         model_input=inputs[i],
