@@ -8,8 +8,9 @@ reads the body and answers a small JSON object. That route exists only here, nev
 production. The load generator is wrk (Debian package ``wrk``) when installed, else a
 Python keep-alive client; every run is bounded by ``--duration`` and targets 127.0.0.1.
 
-Prints: predict vs no-op throughput at saturation, p50 latency at 4 connections (beside the
-no-op's) and at one client, /v1/predict/batch images per second, and each worker's RSS.
+Prints: predict vs no-op throughput at saturation (also for a drawing-page canvas), p50
+latency at 4 connections (beside the no-op's) and at one client, /v1/predict/batch images
+per second, and each worker's RSS.
 
 Usage: python scripts/bench_serve.py [--duration 8] [--model models/default]
 """
@@ -71,12 +72,15 @@ class Result:
     errors: int
 
 
-def digit_png() -> bytes:
-    """A 28x28 black-on-white "7", as a user's small upload would be."""
+def digit_png(size: int = 28, mode: str = "L") -> bytes:
+    """A black-on-white "7" of ``size`` pixels: 28x28 grayscale as a user's small upload
+    would be; 280x280 "RGBA" as the drawing page sends its opaque canvas."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("L", (28, 28), 255)
-    ImageDraw.Draw(img).line([(7, 6), (21, 6), (12, 23)], fill=0, width=3)
+    img = Image.new(mode, (size, size), "white")
+    corners = [(7, 6), (21, 6), (12, 23)]
+    ImageDraw.Draw(img).line([(x * size // 28, y * size // 28) for x, y in corners],
+                             fill="black", width=3 * size // 28)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
@@ -256,13 +260,16 @@ def main(argv: list[str] | None = None) -> int:
             noop = measure(NOOP, single, SATURATION_CONNECTIONS)
             predict = measure("/v1/predict", single, SATURATION_CONNECTIONS)
             unsplit = measure("/v1/predict?segment=single", single, SATURATION_CONNECTIONS)
+            canvas = measure("/v1/predict", Body(digit_png(280, "RGBA"), "image/png"),
+                             SATURATION_CONNECTIONS)
             four = measure("/v1/predict", single, 4)
             noop_four = measure(NOOP, single, 4)
             one = measure("/v1/predict", single, 1)
             batched = measure("/v1/predict/batch", batch, 4)
             rss = worker_rss_mb(master.pid)
 
-    errors = sum(r.errors for r in (noop, predict, unsplit, four, noop_four, one, batched))
+    errors = sum(r.errors for r in (noop, predict, unsplit, canvas, four, noop_four, one,
+                                    batched))
     ratio = predict.requests_per_s / noop.requests_per_s
     images = batched.requests_per_s * BATCH_SIZE
     rows = [
@@ -271,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{ratio:.0%} of no-op", "≥ 80%"),
         ("/v1/predict?segment=single, saturated", f"{unsplit.requests_per_s:,.0f} req/s",
          f"{unsplit.requests_per_s / noop.requests_per_s:.0%} of no-op", ""),
+        ("/v1/predict, 280x280 canvas PNG, saturated", f"{canvas.requests_per_s:,.0f} req/s",
+         f"{canvas.requests_per_s / noop.requests_per_s:.0%} of no-op", ""),
         ("/v1/predict p50, 4 connections", f"{four.p50_ms:.2f} ms",
          f"no-op {noop_four.p50_ms:.2f} ms", "≤ 3 ms"),
         ("/v1/predict p50, 1 client", f"{one.p50_ms:.2f} ms", "", "< 3 ms"),
