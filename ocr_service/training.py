@@ -7,15 +7,13 @@ Inputs are images ``(N, H, W)`` float32 with ink = 1; they are flattened to ``(N
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from .nn import MLP
 from .nn.losses import SoftmaxCrossEntropy
@@ -186,113 +184,6 @@ def _blas_threads(network: Any, batch_size: int) -> int | None:
     return 1 if largest < SMALL_MATMUL else None
 
 
-def _blas_limit() -> int:
-    """BLAS threads this process may use (1 under OPENBLAS_NUM_THREADS=1 or an outer
-    threadpool limit, as in a serving worker or ``make model``)."""
-    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"),
-               default=1)
-
-
-def _batch_step(network: Any, loss_fn: SoftmaxCrossEntropy, xb: np.ndarray, yb: np.ndarray,
-                share: float = 1.0) -> tuple[float, int]:
-    """Forward and backward on a batch, or on part of one whose gradient counts ``share``
-    of the whole batch's; fills the network's gradients, returns (summed loss, correct)."""
-    logits = network.forward(xb, training=True)
-    loss = loss_fn.forward(logits, yb) * len(yb)
-    correct = int((loss_fn.probs.argmax(axis=1) == yb).sum())
-    grad = loss_fn.backward()
-    if share != 1.0:
-        grad *= share
-    network.backward(grad, input_grad=False)  # dL/dx is unused
-    return loss, correct
-
-
-class _Worker:
-    """A second thread that runs one submitted call at a time while the caller works on its
-    own share (numpy releases the GIL in matmuls and elementwise loops)."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._results: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="train-worker", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, args = job
-            try:
-                self._results.put((True, fn(*args)))
-            except BaseException as exc:  # re-raised in the caller by result()
-                self._results.put((False, exc))
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._jobs.put((fn, args))
-
-    def result(self) -> Any:
-        ok, value = self._results.get()
-        if not ok:
-            raise value
-        return value
-
-    def close(self) -> None:
-        self._jobs.put(None)
-        self._thread.join()
-
-
-class _DataParallel:
-    """Training steps on two cores with BLAS at one thread per core: the network takes the
-    first half of each batch while a replica (the same weight arrays) takes the second on a
-    worker thread; the gradients are summed and the optimizer update is split the same way.
-
-    Two-thread BLAS leaves the second core idle through every elementwise pass (Adam,
-    activations), and OpenBLAS's idle workers busy-wait on it for ~0.1 s after each call, so
-    a helper thread cannot use it either. Deterministic: each half and each share of the
-    update is fixed by shapes, whichever thread finishes first.
-    """
-
-    def __init__(self, network: MLP, loss_fn: SoftmaxCrossEntropy, optimizer: Any) -> None:
-        self.network, self.twin = network, network.replica()
-        self.loss_fn = loss_fn
-        self.twin_loss = SoftmaxCrossEntropy(loss_fn.label_smoothing)
-        self.optimizer = optimizer
-        self.worker = _Worker()
-
-    def step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
-        """Both halves' forward/backward, then the gradient sum; returns (loss sum, correct)."""
-        n = len(yb)
-        half = n // 2
-        if half == 0:
-            return _batch_step(self.network, self.loss_fn, xb, yb)
-        self.worker.submit(_batch_step, self.twin, self.twin_loss, xb[half:], yb[half:],
-                           (n - half) / n)
-        loss, correct = _batch_step(self.network, self.loss_fn, xb[:half], yb[:half], half / n)
-        twin_loss, twin_correct = self.worker.result()
-        grads, twin_grads = self.network.flat_grads, self.twin.flat_grads
-        mid = grads.size // 2
-        self.worker.submit(np.add, grads[mid:], twin_grads[mid:], grads[mid:])
-        np.add(grads[:mid], twin_grads[:mid], out=grads[:mid])
-        self.worker.result()
-        return loss + twin_loss, correct + twin_correct
-
-    def update(self) -> None:
-        """The optimizer step, its shares on both threads."""
-        first, *rest = self.optimizer.tasks(2)
-        for task in rest:
-            self.worker.submit(task)
-        first()
-        for _ in rest:
-            self.worker.result()
-
-
-def _data_parallel(network: Any, batch_size: int) -> bool:
-    """Whether to train on two cores by halves of batches: for MLPs with matmuls large
-    enough for two BLAS threads, when the process may use exactly two (this machine kind;
-    with more cores, BLAS on all of them is kept). A rule on shapes and settings, so the
-    same command trains the same weights whatever the load."""
-    return (isinstance(network, MLP) and batch_size >= 2
-            and _blas_threads(network, batch_size) is None and _blas_limit() == 2)
-
-
 def _with_negatives(
     images: np.ndarray, labels: np.ndarray, n_classes: int, config: TrainConfig,
     scheme: str | None,
@@ -360,10 +251,7 @@ def train(
     best_state, best_epoch, stale, step = None, 0, 0, 0
     started = time.perf_counter()
     bar = _progress_bar(config.epochs * steps_per_epoch, progress)
-    parallel = (_DataParallel(network, loss_fn, optimizer)
-                if _data_parallel(network, config.batch_size) else None)
-    threads = threadpool_limits(1 if parallel else _blas_threads(network, config.batch_size),
-                                user_api="blas")
+    threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")
     try:
         for epoch in range(1, config.epochs + 1):
             x_all = _epoch_inputs(images, config, rng)
@@ -371,19 +259,14 @@ def train(
             loss_sum, correct, seen, stats_sum = 0.0, 0, 0, {}
             for xb, yb in buffers.batches(x_all, y_all, order):
                 seen += len(yb)
-                if parallel is None:
-                    batch_loss, batch_correct = _batch_step(network, loss_fn, xb, yb)
-                else:
-                    batch_loss, batch_correct = parallel.step(xb, yb)
-                loss_sum += batch_loss
-                correct += batch_correct
+                logits = network.forward(xb, training=True)
+                loss_sum += loss_fn.forward(logits, yb) * len(yb)
+                correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
+                network.backward(loss_fn.backward(), input_grad=False)  # dL/dx is unused
                 if config.clip_norm:
                     clip_grad_norm(grads, config.clip_norm)
                 optimizer.lr = schedule(step)
-                if parallel is None:
-                    optimizer.step()
-                else:
-                    parallel.update()
+                optimizer.step()
                 step += 1
                 for key, value in network.training_stats().items():
                     stats_sum[key] = stats_sum.get(key, 0.0) + value
@@ -420,8 +303,6 @@ def train(
                 break
     finally:
         threads.restore_original_limits()
-        if parallel is not None:
-            parallel.worker.close()
         if bar is not None:
             bar.close()
     if best_state is not None:

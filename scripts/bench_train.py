@@ -44,8 +44,7 @@ from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
-from ocr_service.nn import MLP  # noqa: E402
-from ocr_service.training import TrainConfig, _data_parallel, evaluate, train  # noqa: E402
+from ocr_service.training import TrainConfig, evaluate, train  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -257,9 +256,6 @@ def run(args: argparse.Namespace) -> int:
                 f"batch 128, float32 ({how})", rows)
     engine, sk = rows[0], rows[1]
     torch_ratio = f"{engine.seconds / rows[2].seconds:.2f}x PyTorch, " if tv else ""
-    parallel = _data_parallel(MLP.build(n_inputs, len(fashion.classes), job.hidden), job.batch_size)
-    print("engine: " + ("two halves of each batch on two threads, BLAS at 1 thread each"
-                        if parallel else "one thread, BLAS threads as set"))
     print(f"goal: <= 0.75x PyTorch, <= 0.5x scikit-learn, >= 65% of the GEMM floor -> "
           f"{torch_ratio}{engine.seconds / sk.seconds:.2f}x scikit-learn, "
           f"{floor / engine.seconds:.0%} of the floor")

@@ -115,18 +115,3 @@ def test_layer_config_round_trip(cfg):
 def test_bad_layer_configs_are_rejected(bad):
     with pytest.raises(ValueError):
         layer_from_config(bad)
-
-
-def test_dropout_replica_draws_its_own_masks_and_dense_replica_shares_weights():
-    drop = Dropout(0.5, rng=np.random.default_rng(0))
-    twin = drop.replica()
-    x = np.ones((4, 64))
-    assert not np.array_equal(drop.forward(x.copy(), training=True),
-                              twin.forward(x.copy(), training=True))
-    dense = Dense(3, 2, rng=np.random.default_rng(0))
-    copy = dense.replica()
-    assert copy.params["W"] is dense.params["W"]
-    assert copy.grads["W"] is not dense.grads["W"]
-    copy.forward(np.ones((5, 3), np.float32), training=True)
-    dense.forward(np.ones((2, 3), np.float32), training=True)
-    assert copy._out is not dense._out  # each twin keeps its own buffers

@@ -100,24 +100,3 @@ def test_same_seed_gives_identical_weights_and_different_seed_does_not():
 def test_build_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         MLP.build(4, 2, **kwargs)
-
-
-def test_replica_halves_add_up_to_the_whole_batch_gradient():
-    rng = np.random.default_rng(4)
-    net = MLP.build(6, 3, hidden=(7,), seed=1, dtype=np.float64)
-    twin = net.replica()
-    x, y = rng.standard_normal((8, 6)), rng.integers(0, 3, 8)
-    loss, twin_loss = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
-    loss.forward(net.forward(x, training=True), y)
-    net.backward(loss.backward())
-    whole = net.flat_grads.copy()
-    for network, fn, rows in ((net, loss, slice(0, 3)), (twin, twin_loss, slice(3, 8))):
-        fn.forward(network.forward(x[rows], training=True), y[rows])
-        grad = fn.backward()
-        grad *= len(y[rows]) / len(y)
-        network.backward(grad)
-    np.testing.assert_allclose(net.flat_grads + twin.flat_grads, whole, rtol=1e-12, atol=1e-15)
-    # the twin reads the very same weight arrays: an update to one is seen by the other
-    net.layers[0].params["W"][0, 0] += 1.0
-    assert twin.layers[0].params["W"][0, 0] == net.layers[0].params["W"][0, 0]
-    assert not np.shares_memory(twin.flat_grads, net.flat_grads)

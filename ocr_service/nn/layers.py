@@ -14,7 +14,6 @@ derivative from their own output, so they keep no extra copy of the input.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -55,17 +54,6 @@ class Layer:
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
-
-    def replica(self) -> Layer:
-        """A twin sharing this layer's parameter arrays, with its own gradients, buffers and
-        random stream: two twins can process the two halves of a batch at the same time."""
-        twin = copy.copy(self)
-        twin.grads = {name: np.zeros_like(g) for name, g in self.grads.items()}
-        twin._clear()
-        return twin
-
-    def _clear(self) -> None:
-        """Forget the buffers cached by forward and backward."""
 
 
 class Dense(Layer):
@@ -134,9 +122,6 @@ class Dense(Layer):
     def config(self) -> dict[str, Any]:
         return {"type": "dense", "in": self.n_in, "out": self.n_out, "init": self.init}
 
-    def _clear(self) -> None:
-        self._x = self._out = self._dx = None
-
 
 class _Activation(Layer):
     """Elementwise activation applied in place; derivative taken from the output."""
@@ -176,9 +161,6 @@ class _Activation(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"type": self.name}
-
-    def _clear(self) -> None:
-        self._y = self._scratch = None
 
 
 class ReLU(_Activation):
@@ -291,10 +273,6 @@ class Dropout(Layer):
 
     def config(self) -> dict[str, Any]:
         return {"type": "dropout", "rate": self.rate}
-
-    def _clear(self) -> None:
-        self.mask, self.fixed_mask = None, False
-        self.rng = self.rng.spawn(1)[0]  # the twin's own stream, derived deterministically
 
 
 def layer_from_config(

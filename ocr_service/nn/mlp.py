@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +36,7 @@ class MLP:
         # one buffer for all weights and one for all gradients: the optimizer then updates
         # the whole network with a dozen numpy calls per step, whatever the depth
         pack_flat([layer.params for layer in self.layers])
-        self.flat_grads = pack_flat([layer.grads for layer in self.layers])
+        pack_flat([layer.grads for layer in self.layers])
         self.n_inputs = dense[0].n_in
         self.n_classes = dense[-1].n_out
 
@@ -82,15 +81,6 @@ class MLP:
 
     def config(self) -> dict[str, Any]:
         return {"kind": self.kind, "layers": [layer.config() for layer in self.layers]}
-
-    def replica(self) -> MLP:
-        """A twin sharing this network's weights (the same arrays), with its own gradients
-        (``flat_grads``), buffers and dropout streams: the twin can run forward/backward on
-        one half of a batch while this network runs the other half on another thread."""
-        twin = copy.copy(self)
-        twin.layers = [layer.replica() for layer in self.layers]
-        twin.flat_grads = pack_flat([layer.grads for layer in twin.layers])
-        return twin
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         for layer in self.layers:

@@ -9,9 +9,8 @@ a dozen numpy calls whatever the number of layers, instead of a dozen per parame
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -107,12 +106,6 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
-    def tasks(self, parts: int = 1) -> list[Callable[[], None]]:
-        """Start a step and return at most ``parts`` calls that finish it: each updates its
-        own share of the parameters, so they may run concurrently on separate threads
-        (numpy releases the GIL in elementwise loops) with the result of ``step()``."""
-        return [self.step]
-
 
 class SGD(Optimizer):
     """SGD with optional (Nesterov) momentum: ``v = mu v - lr g``; ``p += v`` (or
@@ -182,31 +175,15 @@ class Adam(Optimizer):
         # multiply-add (``m = b1 m + g``) and the constants move into the step size.
         self.m = [np.zeros_like(p) for p, _ in self.groups]
         self.v = [np.zeros_like(p) for p, _ in self.groups]
-        self._shares: dict[int, list[list[tuple[np.ndarray, ...]]]] = {}
-
-    def _share(self, parts: int) -> list[list[tuple[np.ndarray, ...]]]:
-        """Per part, the (param, grad, m, v, scratch) views of its cache blocks: part i
-        holds the i-th of ``parts`` equal slices of every group. Sliced once, not every step;
-        each part has one block of scratch, reused block after block, so it stays in cache."""
-        if parts not in self._shares:
-            shares = []
-            for i in range(parts):
-                share, scratch = [], None
-                for (p, g), m, v in zip(self.groups, self.m, self.v, strict=True):
-                    lo, hi = i * p.size // parts, (i + 1) * p.size // parts
-                    if scratch is None or scratch.size < min(hi - lo, BLOCK):
-                        scratch = np.empty(min(max(hi - lo, 1), BLOCK), p.dtype)
-                    share += [(p[b], g[b], m[b], v[b], scratch[: b.stop - b.start])
-                              for b in _blocks(hi, lo)]
-                shares.append(share)
-            self._shares[parts] = shares
-        return self._shares[parts]
+        # (param, grad, m, v, scratch) views per cache block, sliced once here rather than
+        # every step; one block of scratch per group, reused block after block, stays in cache
+        self._chunks: list[tuple[np.ndarray, ...]] = []
+        for (p, g), m, v in zip(self.groups, self.m, self.v, strict=True):
+            scratch = np.empty(min(p.size, BLOCK), p.dtype)
+            self._chunks += [(p[b], g[b], m[b], v[b], scratch[: b.stop - b.start])
+                             for b in _blocks(p.size)]
 
     def step(self) -> None:
-        for task in self.tasks():
-            task()
-
-    def tasks(self, parts: int = 1) -> list[Callable[[], None]]:
         self.steps += 1
         b1, b2, t = self.beta1, self.beta2, self.steps
         # p -= lr * m_hat / (sqrt(v_hat) + eps) with m_hat = (1-b1) m / (1-b1^t) and
@@ -216,18 +193,12 @@ class Adam(Optimizer):
         eps_hat = self.eps / v_scale
         wd = self.weight_decay
         decay, l2 = (1 - self.lr * wd, 0.0) if self.decoupled else (1.0, wd)
-        constants = (b1, b2, step_size, eps_hat, decay, l2, t % self._flush_every == 0)
-        return [functools.partial(_adam_blocks, share, *constants) for share in self._share(parts)]
-
-
-def _adam_blocks(blocks: Sequence[tuple[np.ndarray, ...]], b1: float, b2: float,
-                 step_size: float, eps_hat: float, decay: float, l2: float, flush: bool) -> None:
-    """One Adam update of each ``(param, grad, m, v, scratch)`` block, in place."""
-    for p, g, m, v, tmp in blocks:
-        _adam_update(p, g, m, v, tmp, b1, b2, step_size, eps_hat, decay, l2)
-        if flush:
-            _flush_tiny(m)
-            _flush_tiny(v)
+        flush = t % self._flush_every == 0
+        for p, g, m, v, tmp in self._chunks:
+            _adam_update(p, g, m, v, tmp, b1, b2, step_size, eps_hat, decay, l2)
+            if flush:
+                _flush_tiny(m)
+                _flush_tiny(v)
 
 
 #: elements per block of an elementwise update: five float32 blocks fit in L2 cache, and
@@ -236,10 +207,10 @@ def _adam_blocks(blocks: Sequence[tuple[np.ndarray, ...]], b1: float, b2: float,
 BLOCK = 1 << 16
 
 
-def _blocks(stop: int, start: int = 0) -> list[slice]:
-    """Cache-sized slices covering ``range(start, stop)``: the passes of an update then run
-    over data in cache instead of streaming whole arrays through memory ten times."""
-    return [slice(first, min(first + BLOCK, stop)) for first in range(start, stop, BLOCK)]
+def _blocks(size: int) -> list[slice]:
+    """Cache-sized slices covering ``range(size)``: the passes of an update then run over
+    data in cache instead of streaming whole arrays through memory ten times."""
+    return [slice(start, min(start + BLOCK, size)) for start in range(0, size, BLOCK)]
 
 
 #: A moment whose gradient stays zero (a dead unit, a blank input pixel) decays
