@@ -1,11 +1,13 @@
-"""Non-character examples for segmentation: what a wrong cut or a missed cut looks like.
+"""The non-character class: examples of what a wrong or missed cut looks like, and how the
+class is set aside when a character is answered.
 
 A recogniser trained only on single characters reads two touching characters ("10") or a
 piece of one (the left half of a 0) as some character, often confidently, so the
 segmenter cannot tell a right cut from a wrong one by the answers. Trained with these
 examples as one extra class, the network puts its probability there instead, and the
 predictor's split rule sees the difference. Every example is made from the training
-images only and normalised exactly as an uploaded character is.
+images only and normalised exactly as an uploaded character is. The class itself is never
+an answer (``among_classes``).
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ import numpy as np
 
 from .preprocess import ImageError, crop_to_ink, normalize_character
 
-__all__ = ["PAIR_FRACTION", "make_negatives"]
+__all__ = ["PAIR_FRACTION", "among_classes", "make_negatives"]
 
 #: Share of touching pairs among the examples; the rest are fragments of one character.
 PAIR_FRACTION = 0.6
 _INK = 0.05  # model-input grey level below which a pixel is paper (anti-aliasing fringe)
 _MAX_TRIES = 4  # draws per example before giving up on degenerate (nearly blank) images
+
+
+def among_classes(probs: np.ndarray, n_classes: int) -> np.ndarray:
+    """Probabilities ``(..., n_classes)`` of the real classes given that the input is a
+    character: the first ``n_classes`` outputs of ``probs (..., n_classes + 1)`` rescaled to
+    sum to 1. Where the non-character output took everything (the classes underflowed to 0)
+    they are uniform, which no calibrated threshold accepts."""
+    classes = np.asarray(probs, dtype=np.float32)[..., :n_classes]
+    total = classes.sum(axis=-1, keepdims=True)
+    safe = np.where(total > 0, total, np.float32(1.0))
+    return np.where(total > 0, classes / safe, np.float32(1.0 / n_classes)).astype(np.float32)
 
 
 def _ink_crop(image: np.ndarray) -> np.ndarray:
@@ -62,6 +75,9 @@ def make_negatives(
     if count and len(images) == 0:
         raise ValueError("no images to make non-character examples from")
     out = np.empty((count, *images.shape[1:]), np.float32)
+    # A fragment needs a character wide enough to have telling parts (not a 1): 8 of
+    # MNIST's 28 columns, proportionally fewer for smaller inputs.
+    min_width = max(3, round(images.shape[2] * 8 / 28))
     made = tries = 0
     while made < count:
         tries += 1
@@ -71,7 +87,7 @@ def make_negatives(
             first = _ink_crop(images[rng.integers(len(images))])
             if rng.random() < PAIR_FRACTION:
                 shape = _touching_pair(first, _ink_crop(images[rng.integers(len(images))]), rng)
-            elif first.shape[1] >= 8:  # narrower characters (a 1) have no telling parts
+            elif first.shape[1] >= min_width:
                 shape = _fragment(first, rng)
             else:
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .negatives import among_classes
 from .preprocess import (
     ANALYSIS_PIXELS,
     DEFAULT_MAX_PIXELS,
@@ -147,7 +148,8 @@ class Predictor:
     ) -> list[PredictionResult | ImageError]:
         """``predict_bytes`` of every upload, or in its place the ``ImageError`` it raises.
 
-        The results are those of one ``predict_bytes`` call per upload. An MLP classifies the
+        The results are those of one ``predict_bytes`` call per upload, up to float rounding
+        of the batched matmuls (a near-tie may rarely go the other way). An MLP classifies the
         characters of many uploads in one network call (of all of them, unless together they
         exceed ``_POOL_PIXELS``); a recurrent network relaxes a batch until its slowest sample
         converges, so its answers depend on the batch: it reads each upload on its own, as
@@ -193,7 +195,7 @@ class Predictor:
         non-character output took is shared out again. It steers the cuts; a character it
         doubts is still read, and the calibrated threshold decides on "?" as for any model.
         """
-        return probs / probs.sum() if self._non_character else probs
+        return among_classes(probs, len(self._classes)) if self._non_character else probs
 
     def _classify(
         self, segments: list[Segment]
@@ -245,7 +247,7 @@ class Predictor:
         bias = [
             _SPLIT_SLOPE
             * (
-                seg.box[2] / seg.ref_height
+                seg.box[2] / max(seg.ref_height, seg.box[3])
                 - (_SPLIT_ASPECT if seg.line_size > 1 else _LONE_SPLIT_ASPECT)[segment]
             )
             for seg in segments

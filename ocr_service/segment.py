@@ -43,7 +43,8 @@ class Segment:
     #: the larger of its own height and its line's typical character height (px): a flat
     #: character (a wide, low 2) is measured against its neighbours, not against itself
     ref_height: int = 0
-    #: characters in its line, itself included (1: no neighbours to compare widths with)
+    #: full-size characters in its line, specks and bits not counted (1: no neighbours to
+    #: measure it against)
     line_size: int = 1
 
     @cached_property
@@ -51,7 +52,9 @@ class Segment:
         """Alternative readings of a wide segment as several characters (empty when it is
         not wide); computed on first use, as the predictor only asks when a split could win.
         """
-        return _splits(self.ink, self.box[0], self.box[1], self.line) if self.wide else ()
+        if not self.wide:
+            return ()
+        return _splits(self.ink, self.box[0], self.box[1], self.line, self.ref_height)
 
 
 @dataclass
@@ -138,20 +141,27 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
     return [sorted(members, key=lambda g: g.x0) for _, _, members in lines]
 
 
+def _full_size(groups: list[_Group]) -> list[_Group]:
+    """The groups at least half as tall as the tallest: characters, not specks or bits."""
+    tallest = max(g.height for g in groups)
+    return [g for g in groups if g.height >= 0.5 * tallest]
+
+
 def _typical_height(groups: list[_Group]) -> float:
     """Median height of the full-size characters among ``groups``: fragments must not drag
     it down."""
-    heights = [g.height for g in groups]
     # statistics, not numpy: np.median costs ~12 us on a handful of values
-    return float(statistics.median(h for h in heights if h >= 0.5 * max(heights)))
+    return float(statistics.median(g.height for g in _full_size(groups)))
 
 
-def _cut_sets(ink: np.ndarray) -> list[list[int]]:
+def _cut_sets(ink: np.ndarray, ref_height: int) -> list[list[int]]:
     """Alternative sets of columns at which a wide piece of ink may be cut.
 
     Two characters: each of the three deepest minima of the column projection in the middle
     70% (a narrow 1 beside a wide 8 is cut far from the centre). More characters (wider than
-    about 1.5 heights): one cut at the projection minimum near each equal division.
+    about 1.5 character heights, its own or its line's if taller: a long dash between
+    digits is not a row of characters): one cut at the projection minimum near each equal
+    division.
     """
     h, w = ink.shape
     profile = ndimage.uniform_filter1d(ink.sum(axis=0), size=max(1, h // 10))
@@ -165,7 +175,7 @@ def _cut_sets(ink: np.ndarray) -> list[list[int]]:
             cut_sets.append([int(col)])
         if len(cut_sets) == 3:
             break
-    parts = round(w / (0.75 * h))
+    parts = round(w / (0.75 * max(h, ref_height)))
     if parts > MAX_CHARACTERS:
         raise TooManyCharactersError(
             f"a {w}x{h} stroke would be {parts} characters; at most {MAX_CHARACTERS} are read"
@@ -200,9 +210,11 @@ def _without_slivers(piece: np.ndarray) -> np.ndarray:
     return np.where((area >= 0.15 * area.max())[labels], piece, 0.0)
 
 
-def _splits(own: np.ndarray, x0: int, y0: int, line: int) -> tuple[tuple[Segment, ...], ...]:
+def _splits(
+    own: np.ndarray, x0: int, y0: int, line: int, ref_height: int
+) -> tuple[tuple[Segment, ...], ...]:
     splits = []
-    for cuts in _cut_sets(own):
+    for cuts in _cut_sets(own, ref_height):
         bounds = [0, *cuts, own.shape[1]]
         pieces = [
             _crop(_without_slivers(own[:, a:b]), x0 + a, y0, line) for a, b in pairwise(bounds)
@@ -216,8 +228,9 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
-    merged into characters; any character wider than ``WIDE`` times its ``ref_height`` is
-    marked ``wide`` and offers candidate splits (``Segment.splits``).
+    merged into characters; any character wider than ``WIDE`` times its ``ref_height`` and
+    at least half that tall is marked ``wide`` and offers candidate splits
+    (``Segment.splits``).
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
@@ -234,6 +247,8 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
         for i, s in enumerate(ndimage.find_objects(labels))
         if s is not None
     ]
+    if not groups:
+        return []
     groups = _merge(groups, _overlapping)
     height = _typical_height(groups)
     groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
@@ -244,6 +259,7 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
     segments = []
     for line_no, line in enumerate(_lines(groups)):
         line_height = _typical_height(line)
+        line_size = len(_full_size(line))
         for g in line:
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
             mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
@@ -252,7 +268,8 @@ def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
             if seg is None:
                 continue
             ref = round(max(g.height, line_height))
-            segments.append(
-                replace(seg, wide=g.width > WIDE * ref, ref_height=ref, line_size=len(line))
-            )
+            # Touching characters are as tall as their line: a long low stroke (a dash, an
+            # underline) is one mark, not a row of characters.
+            wide = g.width > WIDE * ref and 2 * g.height >= ref
+            segments.append(replace(seg, wide=wide, ref_height=ref, line_size=line_size))
     return segments

@@ -19,7 +19,15 @@ from .nn import MLP
 from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
-__all__ = ["TrainConfig", "TrainResult", "build_network", "evaluate", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "build_network",
+    "calibrate_reject_threshold",
+    "evaluate",
+    "predict_in_batches",
+    "train",
+]
 
 #: Validation sets hold few errors after early stopping picked the best epoch, so the
 #: data-driven rule often finds nothing to reject; below this no class has a clear lead
@@ -103,8 +111,9 @@ def predict_in_batches(
     ) if len(x) else np.zeros((0, network.n_classes), np.float32)
     if n_classes is None or n_classes == probs.shape[1]:
         return probs
-    classes = probs[:, :n_classes]
-    return classes / np.maximum(classes.sum(axis=1, keepdims=True), np.float32(1e-30))
+    from .negatives import among_classes
+
+    return among_classes(probs, n_classes)
 
 
 def evaluate(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ocr_service.negatives import PAIR_FRACTION, make_negatives
+from ocr_service.negatives import PAIR_FRACTION, among_classes, make_negatives
 
 
 def _squares(n: int = 5) -> np.ndarray:
@@ -15,9 +15,9 @@ def _squares(n: int = 5) -> np.ndarray:
     return images
 
 
-def _ink_box(image: np.ndarray) -> tuple[int, int]:
-    rows = np.flatnonzero(image.max(axis=1) > 0.5)
-    cols = np.flatnonzero(image.max(axis=0) > 0.5)
+def _ink_box(image: np.ndarray, level: float = 0.5) -> tuple[int, int]:
+    rows = np.flatnonzero(image.max(axis=1) > level)
+    cols = np.flatnonzero(image.max(axis=0) > level)
     return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
 
 
@@ -45,11 +45,22 @@ def test_the_same_seed_gives_the_same_examples():
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_the_optdigits_scheme_gets_8x8_block_counts():
+def test_the_optdigits_scheme_gets_8x8_pairs_and_fragments_too():
     images = np.zeros((3, 8, 8), np.float32)
-    images[:, 2:6, 2:6] = 1.0
-    out = make_negatives(images, 10, "optdigits", np.random.default_rng(0))
-    assert out.shape == (10, 8, 8)
+    images[:, 2:6, 2:6] = 1.0  # a 4-column character: wide enough for fragments at 8x8
+    out = make_negatives(images, 300, "optdigits", np.random.default_rng(0))
+    assert out.shape == (300, 8, 8)
+    boxes = np.array([_ink_box(image, 0.2) for image in out])
+    wide = boxes[:, 1] > boxes[:, 0]
+    assert abs(wide.mean() - PAIR_FRACTION) < 0.1
+
+
+def test_among_classes_sets_the_non_character_output_aside():
+    probs = np.array([[0.2, 0.1, 0.1, 0.6], [0.0, 0.0, 0.0, 1.0]], np.float32)
+    out = among_classes(probs, 3)
+    assert np.allclose(out[0], [0.5, 0.25, 0.25])
+    # It took everything: uniform over the classes, never NaN.
+    assert np.allclose(out[1], 1 / 3) and np.isfinite(out).all()
 
 
 def test_nothing_to_make_them_from_is_a_value_error():

@@ -118,9 +118,20 @@ def test_a_flat_character_is_measured_against_its_line():
     tall, _, flat = segment_ink(ink, "auto")
     assert flat.ref_height == 60 and tall.ref_height == 60
     assert not flat.wide  # 40 px is less than 0.7 of the line's 60 px height
-    assert [s.line_size for s in (tall, flat)] == [3, 3]
+    assert [s.line_size for s in (tall, flat)] == [2, 2]  # full-size ones: the tall two
     (alone,) = segment_ink(_page((180, 60, 40, 20)), "auto")
     assert alone.ref_height == 20 and alone.wide and alone.line_size == 1
+
+
+def test_a_long_dash_between_characters_is_one_mark_not_a_row_of_them():
+    ink = _page((20, 30, 10, 60), (60, 58, 280, 3), (360, 30, 10, 60), shape=(120, 420))
+    one, dash, other = segment_ink(ink, "auto")
+    assert dash.box == (60, 58, 280, 3) and not dash.wide and dash.splits == ()
+    assert [s.line_size for s in (one, dash, other)] == [2, 2, 2]  # the dash is not counted
+
+
+def test_an_empty_ink_map_has_no_characters():
+    assert segment_ink(np.zeros((30, 40), np.float32), "auto") == []
 
 
 def test_single_mode_treats_all_ink_as_one_character():
