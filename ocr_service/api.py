@@ -208,6 +208,7 @@ def model_info() -> dict[str, Any]:
         "version": predictor.artifact.version,
         "kind": predictor.artifact.kind,
         "classes": predictor.artifact.classes,
+        "non_character": predictor.artifact.non_character,
         "input": meta.get("input"),
         "metrics": meta.get("metrics", {}),
         "calibration": meta.get("calibration", {}),

@@ -128,6 +128,11 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "string"},
             "kind": {"type": "string", "enum": ["mlp", "rbp"]},
             "classes": {"type": "array", "items": {"type": "string"}},
+            "non_character": {
+                "type": "boolean",
+                "description": "the network has a non-character output (never an answer; it "
+                "steers where touching characters are cut)",
+            },
             "input": {
                 "type": "object",
                 "required": ["height", "width", "scheme"],

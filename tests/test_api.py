@@ -205,6 +205,7 @@ def test_model_metadata_without_weights(client, model_copy):
     artifact = load_model(model_copy)
     body = client.get("/v1/model").get_json()
     assert body["classes"] == artifact.classes
+    assert body["non_character"] is artifact.non_character
     assert body["kind"] == artifact.kind
     assert body["input"] == artifact.metadata["input"]
     assert body["metrics"]["test_accuracy"] == artifact.metadata["metrics"]["test_accuracy"]
