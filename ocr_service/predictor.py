@@ -247,7 +247,7 @@ class Predictor:
         bias = [
             _SPLIT_SLOPE
             * (
-                seg.box[2] / max(seg.ref_height, seg.box[3])
+                seg.box[2] / seg.ref_height
                 - (_SPLIT_ASPECT if seg.line_size > 1 else _LONE_SPLIT_ASPECT)[segment]
             )
             for seg in segments

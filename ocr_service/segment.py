@@ -38,11 +38,11 @@ class Segment:
     ink: np.ndarray  # (h, w) float32, ink = 1
     box: tuple[int, int, int, int]  # (x, y, w, h) in ink-map pixels
     line: int
-    #: whether it is wide enough to be several touching characters
-    wide: bool = False
     #: the larger of its own height and its line's typical character height (px): a flat
     #: character (a wide, low 2) is measured against its neighbours, not against itself
-    ref_height: int = 0
+    ref_height: int
+    #: whether it is wide enough to be several touching characters
+    wide: bool = False
     #: full-size characters in its line, specks and bits not counted (1: no neighbours to
     #: measure it against)
     line_size: int = 1
@@ -159,9 +159,9 @@ def _cut_sets(ink: np.ndarray, ref_height: int) -> list[list[int]]:
 
     Two characters: each of the three deepest minima of the column projection in the middle
     70% (a narrow 1 beside a wide 8 is cut far from the centre). More characters (wider than
-    about 1.5 character heights, its own or its line's if taller: a long dash between
-    digits is not a row of characters): one cut at the projection minimum near each equal
-    division.
+    about 1.5 times ``ref_height``, its own height or its line's if taller: a long dash
+    between digits is not a row of characters): one cut at the projection minimum near each
+    equal division.
     """
     h, w = ink.shape
     profile = ndimage.uniform_filter1d(ink.sum(axis=0), size=max(1, h // 10))
@@ -175,7 +175,7 @@ def _cut_sets(ink: np.ndarray, ref_height: int) -> list[list[int]]:
             cut_sets.append([int(col)])
         if len(cut_sets) == 3:
             break
-    parts = round(w / (0.75 * max(h, ref_height)))
+    parts = round(w / (0.75 * ref_height))
     if parts > MAX_CHARACTERS:
         raise TooManyCharactersError(
             f"a {w}x{h} stroke would be {parts} characters; at most {MAX_CHARACTERS} are read"
