@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .datasets import DATASET_NAMES
+from .features import FEATURES, model_inputs
 from .model_store import ModelError, load_model, save_model, strip_suffix
 from .nn.layers import ACTIVATIONS
 from .preprocess import SCHEMES
@@ -134,6 +135,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=_fraction(0.0, 1.0), default=d.label_smoothing)
     p.add_argument("--augment", action="store_true",
                    help="random affine/elastic/thickness/noise distortions each epoch")
+    p.add_argument("--features", choices=FEATURES, default=d.features,
+                   help="what the network reads: pixels, or gradients (stroke-direction "
+                        "planes; better on handwriting, see the README) (default pixels)")
     p.add_argument("--negatives", type=_non_negative_int, default=d.negatives, metavar="N",
                    help="add N non-character examples (touching pairs, fragments of the "
                         "training images) as an extra output class, so touching characters "
@@ -160,7 +164,8 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         activation=args.activation or defaults.activation,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
         weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
-        label_smoothing=args.label_smoothing, augment=args.augment, negatives=args.negatives,
+        label_smoothing=args.label_smoothing, augment=args.augment, features=args.features,
+        negatives=args.negatives,
         patience=args.patience,
         seed=args.seed, val_split=args.val_split,
     )
@@ -184,13 +189,15 @@ def _run_train(args: argparse.Namespace) -> None:
                            progress=not args.quiet and sys.stderr.isatty(), log=say)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    test = evaluate(result.network, *splits.test, n_classes=len(dataset.classes))
+    test = evaluate(result.network, *splits.test, n_classes=len(dataset.classes),
+                    features=config.features)
     height, width = dataset.images.shape[1:]
     metadata = {
         "name": args.name or out.name,
         "classes": list(dataset.classes),
         "non_character": config.negatives > 0,
-        "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme},
+        "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme,
+                  "features": config.features},
         "preprocess": {"scheme": dataset.scheme, "ink": "1.0", "paper": "0.0"},
         "calibration": {"reject_threshold": result.reject_threshold,
                         "rule": "validation answers below the threshold were right less "
@@ -267,7 +274,7 @@ def _run_eval(args: argparse.Namespace) -> None:
     # map the dataset's class indices to the model's
     to_model = np.array([artifact.classes.index(c) for c in dataset.classes])
     labels = to_model[labels]
-    probs = predict_in_batches(artifact.network, images.reshape(len(images), -1),
+    probs = predict_in_batches(artifact.network, model_inputs(images, artifact.features),
                                n_classes=len(artifact.classes))
     metrics = classification_metrics(labels, probs, artifact.classes)
     if args.json:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .features import FEATURES, input_size
 from .nn import network_from_config
 from .preprocess import SCHEMES
 
@@ -92,6 +93,12 @@ class ModelArtifact:
     @property
     def scheme(self) -> str:
         return str(self.metadata["input"]["scheme"])
+
+    @property
+    def features(self) -> str:
+        """What the network reads of an input image (``features.FEATURES``); artifacts
+        written before the field existed read pixels."""
+        return str(self.metadata["input"].get("features", "pixels"))
 
     @property
     def input_shape(self) -> tuple[int, int]:
@@ -254,9 +261,13 @@ def _validate_input(spec: Any, n_inputs: int) -> None:
     shape = (spec.get("height"), spec.get("width"))
     if shape != SCHEMES[scheme]:
         raise ModelFormatError(f"scheme {scheme!r} needs input {SCHEMES[scheme]}, got {shape}")
-    if shape[0] * shape[1] != n_inputs:
+    features = spec.get("features", "pixels")
+    if features not in FEATURES:
+        raise ModelFormatError(f"unknown input features {features!r} (expected {FEATURES})")
+    if input_size(*shape, features) != n_inputs:
         raise ShapeMismatchError(
-            f"input {shape[0]}x{shape[1]} does not match the network's {n_inputs} inputs"
+            f"input {shape[0]}x{shape[1]} ({features}) does not match the network's "
+            f"{n_inputs} inputs"
         )
 
 

@@ -140,6 +140,12 @@ _SCHEMAS: dict[str, Any] = {
                     "height": {"type": "integer"},
                     "width": {"type": "integer"},
                     "scheme": {"type": "string"},
+                    "features": {
+                        "type": "string",
+                        "enum": ["pixels", "gradients"],
+                        "description": "what the network reads of the normalised image "
+                        "(absent in models made before the field: pixels)",
+                    },
                 },
             },
             "metrics": {"type": "object"},

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .features import model_inputs
 from .negatives import among_classes
 from .preprocess import (
     ANALYSIS_PIXELS,
@@ -123,6 +124,7 @@ class Predictor:
         self._classes = list(artifact.classes)
         self._non_character = bool(getattr(artifact, "non_character", False))
         self._scheme = artifact.scheme
+        self._features = getattr(artifact, "features", "pixels")
         self._threshold = artifact.reject_threshold or 0.0
 
     @classmethod
@@ -205,7 +207,7 @@ class Predictor:
         a wrong cut (or a missed one) read unconfidently, and no answer is "non-character"."""
         inputs = np.stack([normalize_character(s.ink, self._scheme) for s in segments])
         probs, stats = self.artifact.network.predict_proba_with_stats(
-            inputs.reshape(len(segments), -1)
+            model_inputs(inputs, self._features)
         )
         return inputs, probs[:, : len(self._classes)], stats
 

@@ -1,7 +1,8 @@
 """The training loop: mini-batch backprop with validation, early stopping and calibration.
 
 Works for every network kind that follows the engine's interface (MLP, recurrent).
-Inputs are images ``(N, H, W)`` float32 with ink = 1; they are flattened to ``(N, H*W)``.
+Inputs are images ``(N, H, W)`` float32 with ink = 1; the network reads their
+``features.model_inputs`` (pixels or gradient planes, ``TrainConfig.features``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from .features import input_size, model_inputs
 from .nn import MLP
 from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
@@ -56,6 +58,8 @@ class TrainConfig:
     clip_norm: float = 5.0
     label_smoothing: float = 0.05
     augment: bool = False
+    #: what the network reads of each image: "pixels" or "gradients" (see features.py)
+    features: str = "pixels"
     #: synthetic non-character examples (touching pairs, fragments) taught as one extra
     #: output class, so the segmenter can tell wrong cuts from characters (0: none)
     negatives: int = 0
@@ -94,10 +98,6 @@ def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Any:
     raise ValueError(f"unknown model kind {config.model!r} (expected 'mlp' or 'rbp')")
 
 
-def _flatten(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.float32)
-
-
 def predict_in_batches(
     network: Any, x: np.ndarray, batch: int = 1024, n_classes: int | None = None
 ) -> np.ndarray:
@@ -117,11 +117,12 @@ def predict_in_batches(
 
 
 def evaluate(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None
+    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None,
+    features: str = "pixels",
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``network`` on ``images (N, H, W)`` (answers among
-    the first ``n_classes`` outputs, see ``predict_in_batches``)."""
-    probs = predict_in_batches(network, _flatten(images), n_classes=n_classes)
+    the first ``n_classes`` outputs, see ``predict_in_batches``), read as ``features``."""
+    probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
     picked = probs[np.arange(len(labels)), labels].astype(np.float64)
     loss = float(-np.log(np.maximum(picked, 1e-12)).mean()) if len(labels) else math.nan
     acc = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else math.nan
@@ -129,7 +130,8 @@ def evaluate(
 
 
 def calibrate_reject_threshold(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None
+    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None,
+    features: str = "pixels",
 ) -> float:
     """Max-probability threshold below which answers are replaced by ``?``.
 
@@ -138,7 +140,7 @@ def calibrate_reject_threshold(
     reject answer helps users instead of hiding correct characters. It is never below
     ``MIN_REJECT_THRESHOLD``.
     """
-    probs = predict_in_batches(network, _flatten(images), n_classes=n_classes)
+    probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
     confidence = probs.max(axis=1)
     order = np.argsort(confidence, kind="stable")
     sorted_conf = confidence[order]
@@ -211,10 +213,10 @@ def _with_negatives(
 
 def _epoch_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     if not config.augment:
-        return _flatten(images)
+        return model_inputs(images, config.features)
     from .augment import augment_batch
 
-    return _flatten(augment_batch(images, rng))
+    return model_inputs(augment_batch(images, rng), config.features)
 
 
 def train(
@@ -240,7 +242,7 @@ def train(
     if config.epochs <= 0 or config.batch_size <= 0:
         raise ValueError("epochs and batch size must be positive")
     rng = np.random.default_rng(config.seed)
-    n_inputs = int(np.prod(images.shape[1:]))
+    n_inputs = input_size(*images.shape[1:], config.features)
     n_outputs = n_classes
     if config.negatives:
         images, labels = _with_negatives(images, labels, n_classes, config, scheme)
@@ -295,7 +297,8 @@ def train(
             }
             record.update({k: v / steps_per_epoch for k, v in stats_sum.items()})
             if val_set is not None and len(val_set[0]):
-                val = evaluate(network, *val_set, n_classes=n_classes)
+                val = evaluate(network, *val_set, n_classes=n_classes,
+                               features=config.features)
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
                 if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
                     best, best_epoch, stale = (val["accuracy"], val["loss"]), epoch, 0
@@ -320,7 +323,8 @@ def train(
         best_epoch = len(history)
     threshold = None
     if val_set is not None and len(val_set[0]):
-        threshold = calibrate_reject_threshold(network, *val_set, n_classes=n_classes)
+        threshold = calibrate_reject_threshold(network, *val_set, n_classes=n_classes,
+                                               features=config.features)
     return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold)
 
 

@@ -168,3 +168,17 @@ def test_train_with_negatives_saves_a_non_character_model_that_evaluates(tmp_pat
     assert len(metrics["confusion"]) == 10
     assert metrics["accuracy"] == pytest.approx(artifact.metadata["metrics"]["test_accuracy"],
                                                 abs=1e-6)
+
+
+def test_train_on_gradient_features_records_them_and_every_reader_uses_them(tmp_path, capsys):
+    out = tmp_path / "grad"
+    assert train_main(["--dataset", "digits", "--epochs", "15", "--hidden", "32",
+                       "--features", "gradients", "--quiet", "--out", str(out)]) == 0
+    artifact = load_model(out)
+    assert artifact.features == "gradients"
+    assert artifact.metadata["training"]["config"]["features"] == "gradients"
+    stored = artifact.metadata["metrics"]["test_accuracy"]
+    assert stored > 0.8
+    capsys.readouterr()
+    assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(stored, abs=1e-6)

@@ -101,6 +101,8 @@ def _edit_json(base, change):
     (lambda m: m["input"].update(scheme="mnist", height=28, width=28), ShapeMismatchError),
     (lambda m: m["input"].update(scheme="svhn"), ModelFormatError),
     (lambda m: m["input"].update(scheme=[]), ModelFormatError),
+    (lambda m: m["input"].update(features="hog"), ModelFormatError),
+    (lambda m: m["input"].update(features=["gradients"]), ModelFormatError),
     (lambda m: m.update(non_character=True), ShapeMismatchError),  # 10 outputs, not 11
     (lambda m: m.update(non_character="yes"), ModelFormatError),
     (lambda m: m.update(calibration="x"), ModelFormatError),
@@ -227,3 +229,15 @@ def test_default_model_path_falls_back_to_the_wheel_installed_copy(monkeypatch, 
     save_model(tmp_path / "share" / "default", MLP.build(64, 10, hidden=(4,)), META)
     assert default_model_path() == tmp_path / "share" / "default"
     assert load_model().classes == META["classes"]
+
+
+def test_input_features_are_recorded_and_old_artifacts_read_pixels(tmp_path, saved):
+    base, _ = saved
+    assert load_model(base).features == "pixels"  # META has no "features"
+    meta = {**META, "input": {**META["input"], "features": "gradients"}}
+    net = MLP.build(64, 10, hidden=(8,))  # 8x8 images: 4 planes of 4x4 = 64 inputs, too
+    save_model(tmp_path / "g", net, meta)
+    assert load_model(tmp_path / "g").features == "gradients"
+    with pytest.raises(ShapeMismatchError, match="gradients"):
+        save_model(tmp_path / "g28", net, {**meta, "input": {
+            "height": 28, "width": 28, "scheme": "mnist", "features": "gradients"}})

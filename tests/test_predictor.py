@@ -15,6 +15,7 @@ from renderings import RENDERINGS, inside_and_covering, render_string, white_on_
 
 from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.features import model_inputs
 from ocr_service.model_store import load_model, save_model
 from ocr_service.predictor import REJECT, CharacterResult, Predictor
 from ocr_service.preprocess import ImageError, NoInkError
@@ -333,3 +334,23 @@ def test_a_class_under_the_non_character_output_is_still_answered(tmp_path):
     # steers the cuts, and a well-cut piece of a touching pair keeps its answer.
     char = _read_one(_output_bias_model(tmp_path, {10: 12.0, 3: 11.0}))
     assert char.char == "3" and char.confidence > 0.95
+
+
+def test_a_gradient_features_model_reads_uploads_through_its_own_features(tmp_path):
+    dataset = load_dataset("mnist5k")
+    splits = split_dataset(dataset, seed=0, test_fraction=0.2)
+    config = TrainConfig(hidden=(64,), epochs=6, patience=0, dropout=0.0, features="gradients")
+    result = train(config, splits.train, splits.val, len(dataset.classes))
+    save_model(tmp_path / "grad", result.network, {
+        "classes": dataset.classes,
+        "input": {"height": 28, "width": 28, "scheme": "mnist", "features": "gradients"},
+        "calibration": {"reject_threshold": result.reject_threshold}})
+    reader = Predictor(load_model(tmp_path / "grad"))
+    images, labels = splits.test
+    rng = np.random.default_rng(0)
+    texts = [reader.predict_bytes(white_on_black_png(image, rng)).text for image in images[:100]]
+    assert np.mean([t == str(label) for t, label in zip(texts, labels, strict=False)]) >= 0.9
+    char = reader.predict_bytes(white_on_black_png(images[0], rng)).characters[0]
+    features = model_inputs(char.model_input[None], "gradients")
+    expected = result.network.predict_proba(features)[0].max()
+    assert char.confidence == pytest.approx(float(expected), abs=1e-6)
