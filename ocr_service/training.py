@@ -123,6 +123,10 @@ def evaluate(
     """Mean cross-entropy and accuracy of ``network`` on ``images (N, H, W)`` (answers among
     the first ``n_classes`` outputs, see ``predict_in_batches``), read as ``features``."""
     probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
+    return _loss_and_accuracy(probs, labels)
+
+
+def _loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     picked = probs[np.arange(len(labels)), labels].astype(np.float64)
     loss = float(-np.log(np.maximum(picked, 1e-12)).mean()) if len(labels) else math.nan
     acc = float((probs.argmax(axis=1) == labels).mean()) if len(labels) else math.nan
@@ -141,6 +145,10 @@ def calibrate_reject_threshold(
     ``MIN_REJECT_THRESHOLD``.
     """
     probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
+    return _reject_threshold(probs, labels)
+
+
+def _reject_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
     confidence = probs.max(axis=1)
     order = np.argsort(confidence, kind="stable")
     sorted_conf = confidence[order]
@@ -211,9 +219,7 @@ def _with_negatives(
             np.concatenate([labels, np.full(len(extra), n_classes, labels.dtype)]))
 
 
-def _epoch_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
-    if not config.augment:
-        return model_inputs(images, config.features)
+def _augmented_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     from .augment import augment_batch
 
     return model_inputs(augment_batch(images, rng), config.features)
@@ -256,6 +262,10 @@ def train(
     schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
                              config.warmup_epochs * steps_per_epoch)
     buffers = _BatchBuffers(config.batch_size, n_inputs, len(images))
+    # inputs that do not change between epochs are computed once
+    fixed_inputs = None if config.augment else model_inputs(images, config.features)
+    validating = val_set is not None and len(val_set[0]) > 0
+    val_inputs = model_inputs(val_set[0], config.features) if validating else None
     y_all = np.ascontiguousarray(labels, dtype=np.int64)
     history: list[dict[str, float]] = []
     best = (-1.0, math.inf)  # (val accuracy, val loss)
@@ -265,7 +275,8 @@ def train(
     threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")
     try:
         for epoch in range(1, config.epochs + 1):
-            x_all = _epoch_inputs(images, config, rng)
+            x_all = (fixed_inputs if fixed_inputs is not None
+                     else _augmented_inputs(images, config, rng))
             order = rng.permutation(len(x_all))
             loss_sum, correct, seen, stats_sum = 0.0, 0, 0, {}
             for xb, yb in buffers.batches(x_all, y_all, order):
@@ -296,9 +307,9 @@ def train(
                 "seconds": round(time.perf_counter() - started, 3),
             }
             record.update({k: v / steps_per_epoch for k, v in stats_sum.items()})
-            if val_set is not None and len(val_set[0]):
-                val = evaluate(network, *val_set, n_classes=n_classes,
-                               features=config.features)
+            if val_inputs is not None:
+                val = _loss_and_accuracy(
+                    predict_in_batches(network, val_inputs, n_classes=n_classes), val_set[1])
                 record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
                 if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
                     best, best_epoch, stale = (val["accuracy"], val["loss"]), epoch, 0
@@ -322,9 +333,9 @@ def train(
     else:
         best_epoch = len(history)
     threshold = None
-    if val_set is not None and len(val_set[0]):
-        threshold = calibrate_reject_threshold(network, *val_set, n_classes=n_classes,
-                                               features=config.features)
+    if val_inputs is not None:
+        threshold = _reject_threshold(
+            predict_in_batches(network, val_inputs, n_classes=n_classes), val_set[1])
     return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold)
 
 
