@@ -40,7 +40,7 @@ screenshot: $(VENV)/.dev-installed browser-deps
 
 ## Re-train the shipped model models/default on mnist5k (bit-reproducible: one BLAS thread)
 model: $(VENV)/.dev-installed
-	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --augment --negatives 1500 \
+	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --features gradients --augment --negatives 1500 \
 	  --epochs 100 --patience 0 --seed 0 --name mnist5k-mlp --quiet --out models/default
 
 lint: $(VENV)/.dev-installed

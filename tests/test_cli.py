@@ -27,6 +27,7 @@ def test_train_writes_a_loadable_artifact_with_history_and_metrics(trained):
     assert meta["metrics"]["test_size"] == 359
     assert meta["metrics"]["test_accuracy"] > 0.9
     assert meta["training"]["config"]["hidden"] == [64]
+    assert artifact.features == "gradients"  # the command's default: the better input
     assert 0 < artifact.reject_threshold < 1
 
 
@@ -170,13 +171,13 @@ def test_train_with_negatives_saves_a_non_character_model_that_evaluates(tmp_pat
                                                 abs=1e-6)
 
 
-def test_train_on_gradient_features_records_them_and_every_reader_uses_them(tmp_path, capsys):
-    out = tmp_path / "grad"
+def test_train_on_pixels_records_them_and_every_reader_uses_them(tmp_path, capsys):
+    out = tmp_path / "pixels"
     assert train_main(["--dataset", "digits", "--epochs", "15", "--hidden", "32",
-                       "--features", "gradients", "--quiet", "--out", str(out)]) == 0
+                       "--features", "pixels", "--quiet", "--out", str(out)]) == 0
     artifact = load_model(out)
-    assert artifact.features == "gradients"
-    assert artifact.metadata["training"]["config"]["features"] == "gradients"
+    assert artifact.features == "pixels"
+    assert artifact.metadata["training"]["config"]["features"] == "pixels"
     stored = artifact.metadata["metrics"]["test_accuracy"]
     assert stored > 0.8
     capsys.readouterr()
