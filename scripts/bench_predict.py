@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from renderings import white_on_black_png  # noqa: E402
 
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
+from ocr_service.features import model_inputs  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
 from ocr_service.preprocess import decode_image, ink_from_gray, normalize_character  # noqa: E402
 from ocr_service.segment import segment_ink  # noqa: E402
@@ -57,7 +58,8 @@ def main() -> None:
     uploads = [white_on_black_png(image, rng) for image in images[:200]]
     grays = [decode_image(u) for u in uploads]
     inks = [ink_from_gray(g) for g in grays]
-    inputs = [normalize_character(i, predictor.artifact.scheme).reshape(1, -1) for i in inks]
+    characters = [normalize_character(i, predictor.artifact.scheme)[None] for i in inks]
+    inputs = [model_inputs(c, predictor.artifact.features) for c in characters]
     segments = [segment_ink(i) for i in inks]
     network = predictor.artifact.network
     batches = [uploads[i : i + BATCH] for i in range(0, len(uploads) - BATCH + 1, BATCH)]
@@ -67,6 +69,8 @@ def main() -> None:
         "segment": (segment_ink, inks),
         "normalise": (lambda s: normalize_character(s[0].ink, predictor.artifact.scheme),
                       segments),
+        f"inputs ({predictor.artifact.features})":
+            (lambda c: model_inputs(c, predictor.artifact.features), characters),
         "network": (network.predict_proba_with_stats, inputs),
         "total: predict_bytes": (predictor.predict_bytes, uploads),
     }
