@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ocr_service.cli import train_main
 from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.features import model_inputs
 from ocr_service.model_store import load_model
 from ocr_service.nn.losses import SoftmaxCrossEntropy
 from ocr_service.nn.recurrent import RecurrentNetwork
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{path} is a {artifact.kind} model, not rbp")
     seed = int(artifact.metadata.get("training", {}).get("seed", 0))
     images, labels = split_dataset(load_dataset("digits"), seed=seed).test
-    x = images.reshape(len(images), -1)
+    x = model_inputs(images, artifact.features)
     untrained = RecurrentNetwork.from_config(network.config(), seed=seed)
     curves = {"trained": residual_curves(network, x, labels),
               "untrained": residual_curves(untrained, x, labels)}
