@@ -43,9 +43,11 @@ def model_inputs(images: np.ndarray, features: str) -> np.ndarray:
     """Network inputs ``(N, D)`` float32, C-contiguous, of images ``(N, H, W)`` (ink = 1)."""
     _check(features)
     images = np.asarray(images, dtype=np.float32)
-    if features == "pixels":
-        return np.ascontiguousarray(images.reshape(len(images), -1))
+    if images.ndim != 3:
+        raise ValueError(f"expected images (N, H, W), got an array of shape {images.shape}")
     n, h, w = images.shape
+    if features == "pixels":
+        return np.ascontiguousarray(images.reshape(n, h * w))
     out = np.empty((n, input_size(h, w, features)), np.float32)
     for start in range(0, n, CHUNK):
         out[start : start + CHUNK] = _gradient_planes(images[start : start + CHUNK]).reshape(

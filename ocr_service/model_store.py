@@ -35,7 +35,7 @@ from .nn import network_from_config
 from .preprocess import SCHEMES
 
 __all__ = [
-    "FORMAT_VERSION",
+    "FORMATS",
     "ChecksumMismatchError",
     "ModelArtifact",
     "ModelError",
@@ -48,7 +48,11 @@ __all__ = [
     "save_model",
 ]
 
-FORMAT_VERSION = 1
+#: Artifact formats this version reads. 1: the network reads the image's pixels. 2: the
+#: metadata's ``input.features`` says what it reads; a server that predates the field refuses
+#: such a model (an unknown format) instead of feeding it pixels. Pixel models are written as
+#: format 1, so older servers still read them.
+FORMATS = (1, 2)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: where a wheel install puts the shipped model (pyproject's data-files)
 _INSTALLED_MODELS = Path(sysconfig.get_path("data")) / "share" / "ocr-service" / "models"
@@ -203,14 +207,20 @@ def save_model(
             f"{' and a non-character class' if _extra_outputs(metadata) else ''}, "
             f"network has {network.n_classes} outputs"
         )
-    _validate_input(metadata.get("input"), network.n_inputs)
+    spec = metadata.get("input")
+    if not isinstance(spec, dict) or "features" not in spec:
+        raise ModelFormatError(
+            "metadata 'input' must say what the network reads: 'features' is 'pixels' or "
+            "'gradients' (a network trained on one reads the other wrongly, with no error)"
+        )
+    _validate_input(spec, network.n_inputs)
     buffer = io.BytesIO()
     np.savez(buffer, **{k: np.ascontiguousarray(v) for k, v in network.state_dict().items()})
     weights = buffer.getvalue()
     digest = hashlib.sha256(weights).hexdigest()
     config = dict(network.config())
     meta = {
-        "format": FORMAT_VERSION,
+        "format": 1 if spec["features"] == "pixels" else 2,
         **metadata,
         "kind": config.pop("kind"),
         "layers": config.pop("layers", []),
@@ -280,10 +290,10 @@ def _read_metadata(json_path: Path) -> dict[str, Any]:
         raise ModelFormatError(f"{json_path}: not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ModelFormatError(f"{json_path}: metadata must be a JSON object")
-    if meta.get("format") != FORMAT_VERSION:
+    if meta.get("format") not in FORMATS or isinstance(meta.get("format"), bool):
         raise ModelFormatError(
             f"{json_path}: unknown model format {meta.get('format')!r} "
-            f"(this version reads format {FORMAT_VERSION})"
+            f"(this version reads formats {', '.join(map(str, FORMATS))})"
         )
     for key in ("kind", "classes", "input", "layers", "sha256", "version"):
         if key not in meta:
@@ -320,6 +330,11 @@ def _check_types(meta: dict[str, Any], json_path: Path) -> None:
     if not (isinstance(spec.get("scheme"), str) and isinstance(spec.get("height"), int)
             and isinstance(spec.get("width"), int)):
         raise ModelFormatError(f"{json_path}: 'input' needs a scheme string and int sizes")
+    if meta["format"] == 1 and spec.get("features", "pixels") != "pixels":
+        raise ModelFormatError(f"{json_path}: format 1 models read pixels, not "
+                               f"{spec['features']!r}")
+    if meta["format"] == 2 and "features" not in spec:
+        raise ModelFormatError(f"{json_path}: format 2 needs 'input.features'")
     threshold = meta.get("calibration", {}).get("reject_threshold")
     if threshold is not None and (isinstance(threshold, bool)
                                   or not isinstance(threshold, (int, float))):

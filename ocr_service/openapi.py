@@ -6,6 +6,7 @@ from typing import Any
 
 from . import __version__
 from .config import Settings
+from .features import FEATURES
 
 __all__ = ["build_spec"]
 
@@ -70,7 +71,8 @@ _SCHEMAS: dict[str, Any] = {
             },
             "input": {
                 "type": "array",
-                "description": "with include_input=1: the model input (rows of ink 0..1)",
+                "description": "with include_input=1: the normalised character image the "
+                "model's inputs are computed from (rows of ink 0..1)",
                 "items": {"type": "array", "items": {"type": "number"}},
             },
         },
@@ -142,7 +144,7 @@ _SCHEMAS: dict[str, Any] = {
                     "scheme": {"type": "string"},
                     "features": {
                         "type": "string",
-                        "enum": ["pixels", "gradients"],
+                        "enum": list(FEATURES),
                         "description": "what the network reads of the normalised image "
                         "(absent in models made before the field: pixels)",
                     },

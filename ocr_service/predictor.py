@@ -47,7 +47,9 @@ class CharacterResult:
     confidence: float
     box: tuple[int, int, int, int]
     top: list[tuple[str, float]]
-    model_input: np.ndarray = field(repr=False)  # (H, W) float32, what the network saw
+    #: (H, W) float32: the normalised character image (the network reads its
+    #: ``features.model_inputs``, which may be gradient planes rather than these pixels)
+    model_input: np.ndarray = field(repr=False)
     line: int = 0
 
     def to_dict(self, include_input: bool = False) -> dict[str, Any]:

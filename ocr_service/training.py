@@ -81,6 +81,9 @@ class TrainResult:
     best_epoch: int
     seconds: float
     reject_threshold: float | None
+    #: what the network reads (``config.features``): save it as the artifact's
+    #: ``input.features``, or every reader feeds the network the wrong inputs
+    features: str
 
 
 def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Any:
@@ -117,8 +120,8 @@ def predict_in_batches(
 
 
 def evaluate(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None,
-    features: str = "pixels",
+    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
+    features: str,
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``network`` on ``images (N, H, W)`` (answers among
     the first ``n_classes`` outputs, see ``predict_in_batches``), read as ``features``."""
@@ -134,8 +137,8 @@ def _loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def calibrate_reject_threshold(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None,
-    features: str = "pixels",
+    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
+    features: str,
 ) -> float:
     """Max-probability threshold below which answers are replaced by ``?``.
 
@@ -336,7 +339,8 @@ def train(
     if val_inputs is not None:
         threshold = _reject_threshold(
             predict_in_batches(network, val_inputs, n_classes=n_classes), val_set[1])
-    return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold)
+    return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold,
+                       config.features)
 
 
 def _format_record(record: dict[str, float]) -> str:

@@ -78,7 +78,7 @@ def engine_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int, se
     """This engine through the real training loop; returns test accuracy."""
     config = engine_config(job, seed)
     result = train(config, train_set, None, n_classes)
-    return evaluate(result.network, *test_set)["accuracy"]
+    return evaluate(result.network, *test_set, features=config.features)["accuracy"]
 
 
 def sklearn_run(job: Job, train_set: Arrays, test_set: Arrays, n_classes: int, seed: int

@@ -23,11 +23,12 @@ def train_small_model(out: Path, model: str = "mlp", epochs: int = 25, **options
     splits = split_dataset(dataset, seed=0)
     config = TrainConfig(model=model, epochs=epochs, hidden=(64,), patience=0, **options)
     result = train(config, splits.train, splits.val, len(dataset.classes))
-    test = evaluate(result.network, *splits.test)
+    test = evaluate(result.network, *splits.test, features=result.features)
     save_model(out, result.network, {
         "name": out.name,
         "classes": dataset.classes,
-        "input": {"height": 8, "width": 8, "scheme": dataset.scheme},
+        "input": {"height": 8, "width": 8, "scheme": dataset.scheme,
+                  "features": result.features},
         "calibration": {"reject_threshold": result.reject_threshold},
         "training": {"dataset": "digits", "seed": 0, "epochs": epochs,
                      "config": config.to_json(), "history": result.history},

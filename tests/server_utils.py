@@ -63,7 +63,8 @@ def save_variant(source: str | os.PathLike[str], target: str | os.PathLike[str],
     state[bias] = state[bias] + 1e-4  # the readout bias: every logit moves equally, same answers
     artifact.network.load_state_dict(state)
     meta = {k: v for k, v in artifact.metadata.items()
-            if k in ("classes", "input", "calibration", "training", "metrics")}  # fmt: skip
+            if k in ("classes", "calibration", "training", "metrics")}  # fmt: skip
+    meta["input"] = {**artifact.metadata["input"], "features": artifact.features}
     return save_model(target, artifact.network, {**meta, "name": name}).version
 
 

@@ -66,6 +66,13 @@ def test_a_blank_image_has_no_gradient_features():
     assert not model_inputs(np.zeros((2, 28, 28), np.float32), "gradients").any()
 
 
+@pytest.mark.parametrize("features", FEATURES)
+def test_no_images_give_no_inputs_and_one_image_must_still_be_a_batch(features):
+    assert model_inputs(np.zeros((0, 28, 28), np.float32), features).shape == (0, 784)
+    with pytest.raises(ValueError, match=r"\(N, H, W\)"):
+        model_inputs(np.zeros((28, 28), np.float32), features)
+
+
 def test_odd_sizes_and_unknown_features_are_refused():
     with pytest.raises(ValueError, match="even"):
         model_inputs(np.zeros((1, 7, 8), np.float32), "gradients")

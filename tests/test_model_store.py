@@ -19,7 +19,7 @@ from ocr_service.nn import MLP
 
 META = {
     "classes": [str(d) for d in range(10)],
-    "input": {"height": 8, "width": 8, "scheme": "optdigits"},
+    "input": {"height": 8, "width": 8, "scheme": "optdigits", "features": "pixels"},
     "calibration": {"reject_threshold": 0.4},
     "training": {"dataset": "digits", "seed": 0, "epochs": 1, "history": []},
     "metrics": {"test_accuracy": 0.5, "test_size": 10},
@@ -94,7 +94,8 @@ def _edit_json(base, change):
 
 
 @pytest.mark.parametrize("change, error", [
-    (lambda m: m.update(format=2), ModelFormatError),
+    (lambda m: m.update(format=3), ModelFormatError),
+    (lambda m: m.update(format=True), ModelFormatError),
     (lambda m: m.pop("sha256"), ModelFormatError),
     (lambda m: m.update(kind="transformer"), ModelFormatError),
     (lambda m: m.update(classes=["a", "b"]), ShapeMismatchError),
@@ -156,7 +157,8 @@ def test_save_rejects_metadata_that_does_not_fit(tmp_path):
         save_model(tmp_path / "x", net, {**META, "classes": ["a"]})
     with pytest.raises(ShapeMismatchError):
         save_model(tmp_path / "x", net, {**META, "input":
-                                         {"height": 28, "width": 28, "scheme": "mnist"}})
+                                         {"height": 28, "width": 28, "scheme": "mnist",
+                                          "features": "pixels"}})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -233,7 +235,9 @@ def test_default_model_path_falls_back_to_the_wheel_installed_copy(monkeypatch, 
 
 def test_input_features_are_recorded_and_old_artifacts_read_pixels(tmp_path, saved):
     base, _ = saved
-    assert load_model(base).features == "pixels"  # META has no "features"
+    assert load_model(base).features == "pixels"
+    _edit_json(base, lambda m: m["input"].pop("features"))  # as written before the field
+    assert load_model(base).features == "pixels"
     meta = {**META, "input": {**META["input"], "features": "gradients"}}
     net = MLP.build(64, 10, hidden=(8,))  # 8x8 images: 4 planes of 4x4 = 64 inputs, too
     save_model(tmp_path / "g", net, meta)
@@ -241,3 +245,25 @@ def test_input_features_are_recorded_and_old_artifacts_read_pixels(tmp_path, sav
     with pytest.raises(ShapeMismatchError, match="gradients"):
         save_model(tmp_path / "g28", net, {**meta, "input": {
             "height": 28, "width": 28, "scheme": "mnist", "features": "gradients"}})
+
+
+def test_a_model_that_does_not_read_pixels_is_a_format_older_servers_refuse(tmp_path, saved):
+    base, net = saved
+    assert json.loads(artifact_paths(base)[1].read_text())["format"] == 1  # pixels: readable
+    meta = {**META, "input": {**META["input"], "features": "gradients"}}
+    save_model(tmp_path / "g", net, meta)
+    assert json.loads(artifact_paths(tmp_path / "g")[1].read_text())["format"] == 2
+    for broken, change in [(base, lambda m: m["input"].update(features="gradients")),
+                           (tmp_path / "g", lambda m: m["input"].pop("features")),
+                           (tmp_path / "g", lambda m: m.update(format=3))]:
+        _edit_json(broken, change)
+        with pytest.raises(ModelFormatError):
+            load_model(broken)
+
+
+def test_saving_without_naming_the_input_features_is_refused(tmp_path):
+    net = MLP.build(64, 10, hidden=(4,))
+    meta = {**META, "input": {k: v for k, v in META["input"].items() if k != "features"}}
+    with pytest.raises(ModelFormatError, match="features"):
+        save_model(tmp_path / "x", net, meta)
+    assert list(tmp_path.iterdir()) == []

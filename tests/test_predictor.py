@@ -36,7 +36,7 @@ def mnist_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
         {
             "name": "mnist-mlp",
             "classes": dataset.classes,
-            "input": {"height": 28, "width": 28, "scheme": "mnist"},
+            "input": {"height": 28, "width": 28, "scheme": "mnist", "features": "pixels"},
             "calibration": {"reject_threshold": result.reject_threshold},
         },
     )
@@ -305,7 +305,7 @@ def _output_bias_model(tmp_path, bias: dict[int, float]) -> Predictor:
     meta = {
         "classes": [str(d) for d in range(10)],
         "non_character": True,
-        "input": {"height": 28, "width": 28, "scheme": "mnist"},
+        "input": {"height": 28, "width": 28, "scheme": "mnist", "features": "pixels"},
         "calibration": {"reject_threshold": 0.4},
     }
     save_model(tmp_path / "junk", net, meta)

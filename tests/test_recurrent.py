@@ -198,7 +198,7 @@ def test_learns_handwritten_digits() -> None:
     config = TrainConfig(model="rbp", hidden=(128,), activation="relu", epochs=15, lr=5e-3,
                          patience=0, seed=0)
     result = train(config, splits.train, splits.val, len(ds.classes))
-    assert evaluate(result.network, *splits.test)["accuracy"] >= 0.95
+    assert evaluate(result.network, *splits.test, features="pixels")["accuracy"] >= 0.95
     last = result.history[-1]
     assert 1 < last["forward_iterations"] < result.network.max_iter
     assert 1 < last["backward_iterations"] < result.network.max_iter

@@ -20,7 +20,7 @@ def digits():
 def test_default_config_reaches_98_percent_on_held_out_digits(digits):
     dataset, splits = digits
     result = train(TrainConfig(seed=0), splits.train, splits.val, len(dataset.classes))
-    assert evaluate(result.network, *splits.test)["accuracy"] >= 0.98
+    assert evaluate(result.network, *splits.test, features="pixels")["accuracy"] >= 0.98
 
 
 def test_same_seed_gives_bit_identical_weights(digits):
@@ -42,7 +42,7 @@ def test_early_stopping_restores_the_best_epoch(digits):
     assert len(history) < 40
     best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert result.best_epoch == best["epoch"]
-    assert evaluate(result.network, *splits.val)["accuracy"] == pytest.approx(
+    assert evaluate(result.network, *splits.val, features="pixels")["accuracy"] == pytest.approx(
         best["val_accuracy"])
 
 
@@ -64,7 +64,7 @@ def test_sgd_with_nesterov_momentum_learns(digits):
     _, splits = digits
     config = TrainConfig(optimizer="sgd", lr=0.05, epochs=10, patience=0)
     result = train(config, splits.train, splits.val, 10)
-    assert evaluate(result.network, *splits.test)["accuracy"] > 0.95
+    assert evaluate(result.network, *splits.test, features="pixels")["accuracy"] > 0.95
 
 
 def test_augmentation_changes_what_is_learned_and_still_learns():
@@ -78,13 +78,26 @@ def test_augmentation_changes_what_is_learned_and_still_learns():
     augmented = train(config, subset, None, 10)
     assert not np.array_equal(plain.network.state_dict()["layer0.W"],
                               augmented.network.state_dict()["layer0.W"])
-    assert evaluate(augmented.network, *splits.test)["accuracy"] > 0.85
+    assert evaluate(augmented.network, *splits.test, features="pixels")["accuracy"] > 0.85
+
+
+def test_augmented_images_are_read_through_the_configured_features():
+    dataset = load_dataset("mnist5k")
+    splits = split_dataset(dataset, seed=0)
+    pick = np.random.default_rng(0).permutation(len(splits.train[1]))[:1500]
+    subset = (splits.train[0][pick], splits.train[1][pick])
+    config = TrainConfig(epochs=5, patience=0, hidden=(128,), augment=True, features="gradients")
+    result = train(config, subset, None, 10)
+    assert result.features == "gradients"
+    right = evaluate(result.network, *splits.test, features="gradients")["accuracy"]
+    wrong = evaluate(result.network, *splits.test, features="pixels")["accuracy"]
+    assert right > 0.85 and wrong < right - 0.2  # it learned the planes, not the pixels
 
 
 def test_reject_threshold_is_calibrated_on_validation_and_helps(digits):
     _, splits = digits
     result = train(TrainConfig(epochs=2, patience=0), splits.train, splits.val, 10)
-    threshold = calibrate_reject_threshold(result.network, *splits.val)
+    threshold = calibrate_reject_threshold(result.network, *splits.val, features="pixels")
     assert threshold == result.reject_threshold
     probs = result.network.predict_proba(splits.val[0].reshape(len(splits.val[0]), -1))
     right = probs.argmax(1) == splits.val[1]
@@ -104,10 +117,11 @@ def test_reject_threshold_has_a_floor_when_low_confidence_answers_are_right():
             return np.hstack([p, 1 - p])
 
     images = np.array([0.9, 0.8, 0.7, 0.6], np.float32).reshape(4, 1, 1)
-    assert calibrate_reject_threshold(Scripted(), images, np.zeros(4, np.int64)) == (
+    assert calibrate_reject_threshold(Scripted(), images, np.zeros(4, np.int64),
+                                      features="pixels") == (
         MIN_REJECT_THRESHOLD)
     labels = np.array([0, 0, 0, 1])  # the least sure answer is wrong
-    threshold = calibrate_reject_threshold(Scripted(), images, labels)
+    threshold = calibrate_reject_threshold(Scripted(), images, labels, features="pixels")
     assert threshold == pytest.approx(0.65)
 
 
