@@ -67,11 +67,16 @@ def test_sgd_with_nesterov_momentum_learns(digits):
     assert evaluate(result.network, *splits.test, features="pixels")["accuracy"] > 0.95
 
 
-def test_augmentation_changes_what_is_learned_and_still_learns():
-    dataset = load_dataset("mnist5k")
-    splits = split_dataset(dataset, seed=0)
+@pytest.fixture(scope="module")
+def mnist_subset():
+    """mnist5k's splits and a random 1,500 of its training images (all classes)."""
+    splits = split_dataset(load_dataset("mnist5k"), seed=0)
     pick = np.random.default_rng(0).permutation(len(splits.train[1]))[:1500]
-    subset = (splits.train[0][pick], splits.train[1][pick])
+    return splits, (splits.train[0][pick], splits.train[1][pick])
+
+
+def test_augmentation_changes_what_is_learned_and_still_learns(mnist_subset):
+    splits, subset = mnist_subset
     config = TrainConfig(epochs=6, patience=0, hidden=(128,))
     plain = train(config, subset, None, 10)
     config.augment = True
@@ -81,11 +86,8 @@ def test_augmentation_changes_what_is_learned_and_still_learns():
     assert evaluate(augmented.network, *splits.test, features="pixels")["accuracy"] > 0.85
 
 
-def test_augmented_images_are_read_through_the_configured_features():
-    dataset = load_dataset("mnist5k")
-    splits = split_dataset(dataset, seed=0)
-    pick = np.random.default_rng(0).permutation(len(splits.train[1]))[:1500]
-    subset = (splits.train[0][pick], splits.train[1][pick])
+def test_augmented_images_are_read_through_the_configured_features(mnist_subset):
+    splits, subset = mnist_subset
     config = TrainConfig(epochs=5, patience=0, hidden=(128,), augment=True, features="gradients")
     result = train(config, subset, None, 10)
     assert result.features == "gradients"
