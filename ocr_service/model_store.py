@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import FEATURES, input_size
+from .features import input_size
 from .nn import network_from_config
 from .preprocess import SCHEMES
 
@@ -272,9 +272,11 @@ def _validate_input(spec: Any, n_inputs: int) -> None:
     if shape != SCHEMES[scheme]:
         raise ModelFormatError(f"scheme {scheme!r} needs input {SCHEMES[scheme]}, got {shape}")
     features = spec.get("features", "pixels")
-    if features not in FEATURES:
-        raise ModelFormatError(f"unknown input features {features!r} (expected {FEATURES})")
-    if input_size(*shape, features) != n_inputs:
+    try:
+        size = input_size(*shape, features)  # refuses unknown features
+    except ValueError as exc:
+        raise ModelFormatError(str(exc)) from None
+    if size != n_inputs:
         raise ShapeMismatchError(
             f"input {shape[0]}x{shape[1]} ({features}) does not match the network's "
             f"{n_inputs} inputs"
