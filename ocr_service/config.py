@@ -39,8 +39,11 @@ class Settings:
     port: int = 8000
     #: gunicorn worker processes; 0 = one per core
     workers: int = 0
-    #: request threads per worker (gthread)
-    threads: int = 4
+    #: request threads per worker: a worker accepts connections only while one is free.
+    #: Two overlap one request's network I/O with another's CPU work; more only contend
+    #: for the GIL on this CPU-bound work and let one worker take more of a burst of
+    #: connections than its share.
+    threads: int = 2
     #: seconds a worker's main loop may stall before gunicorn replaces it (gthread workers
     #: keep beating while request threads run: the input limits bound a request's cost)
     timeout: int = 30

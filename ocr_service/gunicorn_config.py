@@ -85,7 +85,8 @@ proc_name = "ocr-serve"
 _host = f"[{_settings.host}]" if ":" in _settings.host else _settings.host
 bind = [f"{_host}:{_settings.port}"]
 workers = _settings.worker_count
-worker_class = "gthread"
+# gthread that accepts only while it has a free thread, so connections are shared out evenly
+worker_class = "ocr_service.gunicorn_worker.BalancedThreadWorker"
 threads = _settings.threads
 timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout

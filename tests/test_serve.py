@@ -80,11 +80,12 @@ def _gunicorn_settings(env: dict[str, str], source: str) -> dict:
 
 
 def test_packaged_gunicorn_config_reads_the_environment():
-    env = {"OCR_HOST": "::1", "OCR_PORT": "9100", "OCR_WORKERS": "3", "OCR_THREADS": "2",
+    env = {"OCR_HOST": "::1", "OCR_PORT": "9100", "OCR_WORKERS": "3", "OCR_THREADS": "5",
            "OCR_ACCESS_LOG": "", "OCR_MAX_REQUESTS": "1000"}  # fmt: skip
     cfg = _gunicorn_settings(env, "vars(__import__('ocr_service.gunicorn_config').gunicorn_config)")
     assert cfg["bind"] == ["[::1]:9100"]
-    assert (cfg["workers"], cfg["threads"], cfg["worker_class"]) == (3, 2, "gthread")
+    assert (cfg["workers"], cfg["threads"]) == (3, 5)
+    assert cfg["worker_class"] == "ocr_service.gunicorn_worker.BalancedThreadWorker"
     assert cfg["max_requests"] == 1000 and 0 < cfg["max_requests_jitter"] <= 100
     assert cfg["preload_app"] is True
     assert cfg["accesslog"] is None

@@ -1,0 +1,77 @@
+"""The balanced threaded worker, in the real gunicorn: connections go to workers with a
+free request thread (stock ``gthread`` lets whichever worker wakes first take them all)."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import requests
+from server_utils import digit_png, running_server, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+PNG = digit_png("1")
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _holders(pids: set[int], server_port: int, clients: list[socket.socket]) -> list[int | None]:
+    """The worker PID holding the server side of each client connection (None: not accepted)."""
+    by_client_port: dict[int, str] = {}  # client port -> socket inode of the server side
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port = int(fields[1].rsplit(":", 1)[1], 16)
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if local_port == server_port and fields[3] == "01":  # ESTABLISHED
+            by_client_port[remote_port] = fields[9]
+    owner: dict[str, int] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                owner[target[8:-1]] = pid
+    return [owner.get(by_client_port.get(c.getsockname()[1], "")) for c in clients]
+
+
+def test_a_burst_of_connections_is_shared_between_the_workers(small_model_path, tmp_path):
+    with running_server(small_model_path, tmp_path, env={"OCR_THREADS": "2"}) as srv:
+        port, workers = _port(srv.url), srv.worker_pids()
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        try:
+            # Each accepted connection takes a thread until its request arrives (or 5 s pass):
+            # two per worker, and the fifth waits for a free thread.
+            assert wait_until(lambda: sum(map(bool, _holders(workers, port, clients))) == 4, 3)
+            holders = _holders(workers, port, clients)
+            assert sorted(holders.count(pid) for pid in workers) == [2, 2], holders
+            request = (b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+                       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(PNG) + PNG)
+            for client in clients:
+                client.sendall(request)
+            for client in clients:
+                client.settimeout(10)
+                assert client.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_busy_worker_leaves_new_connections_to_a_free_one(small_model_path, tmp_path):
+    with running_server(small_model_path, tmp_path, env={"OCR_THREADS": "1"}) as srv:
+        port, workers = _port(srv.url), srv.worker_pids()
+        stalled = socket.create_connection(("127.0.0.1", port))
+        try:
+            # A client that sends its headers and stalls in the body holds one worker's thread.
+            stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
+                            b"Content-Length: 1000\r\n\r\n" + PNG[:10])
+            assert wait_until(lambda: _holders(workers, port, [stalled])[0] is not None, 3)
+            for _ in range(10):  # each on a new connection: none may wait behind the stall
+                response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=3,
+                                         headers={"Content-Type": "image/png",
+                                                  "Connection": "close"})  # fmt: skip
+                assert response.status_code == 200
+                assert response.json()["text"] == "1"
+        finally:
+            stalled.close()
