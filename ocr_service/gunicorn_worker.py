@@ -1,4 +1,4 @@
-"""gunicorn's threaded worker, accepting a connection only while it has a free request thread.
+"""gunicorn's threaded worker, listening for new connections only while a thread is free.
 
 Every worker of the stock ``gthread`` worker accepts new connections as fast as it can,
 busy or not. Connections are kept alive, so whichever worker wins the accept race keeps
@@ -6,20 +6,34 @@ serving that client: when a load balancer or a client opens its connections in o
 burst, one worker often takes all of them. Measured with ``scripts/bench_serve.py``
 (2 workers, 8 keep-alive connections): all 8 landed on one worker in 4 of 12 runs, and
 those runs read 290-350 uploads/s against 850-990 when the connections were shared, while
-the other core idled. This worker stops listening while all its request threads are busy,
-so a new connection waits in the kernel's queue for a worker that can start on it at once:
-a burst of connections is shared out, and a request is never queued behind a busy worker
-while another one is free. Under saturation each finished request lets one waiting
-connection in, so new clients are not starved by kept-alive ones.
+the other core idled.
+
+This worker listens only while it has fewer connections in its request threads than it
+has threads (a new connection counts from its accept until its first request is answered,
+or until gunicorn gives up waiting for it after 5 s). Otherwise a new connection waits in
+the kernel's queue, shared by all workers, for one that can start on it: a burst of
+connections is shared out, and a worker stalled by slow clients leaves new ones to the
+others. Under saturation every worker is busy all the time, so each finished request also
+lets one waiting connection in (it may then queue behind the kept-alive ones): new clients
+are not starved.
+
+It overrides methods of gunicorn 27's ``ThreadWorker`` that are not a public API; the
+version is pinned in ``pyproject.toml`` and checked below.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
 __all__ = ["BalancedThreadWorker"]
+
+if not hasattr(ThreadWorker, "set_accept_enabled") or list(
+    inspect.signature(ThreadWorker.finish_request).parameters
+) != ["self", "conn", "fs"]:
+    raise ImportError("BalancedThreadWorker needs gunicorn 27's gthread worker")
 
 
 class BalancedThreadWorker(ThreadWorker):
@@ -35,9 +49,15 @@ class BalancedThreadWorker(ThreadWorker):
         # worker that is stopping or has no free thread keeps it off.
         super().set_accept_enabled(enabled and self.alive and self.in_flight < self.cfg.threads)
 
+    def accept(self, listener: Any) -> None:
+        # The poller's callback. Events are collected before any is handled, so a listener
+        # turned off earlier in the same batch may still report a waiting connection.
+        if self._accepting:
+            super().accept(listener)
+
     def enqueue_req(self, conn: Any) -> None:
-        self.in_flight += 1
         super().enqueue_req(conn)
+        self.in_flight += 1  # after the submit: a refused submit must not count
         if self.in_flight >= self.cfg.threads:
             self.set_accept_enabled(False)
 
@@ -45,10 +65,17 @@ class BalancedThreadWorker(ThreadWorker):
         self.in_flight -= 1
         super().finish_request(conn, fs)  # may hand the connection back to the pool
         if self.alive and self.nr_conns < self.worker_connections:
-            # Every finished request lets one waiting client in: under saturation the
-            # kept-alive connections keep every thread busy, and a new client would otherwise
-            # wait in the kernel's queue until it gives up. Busy workers finish requests at
-            # the same pace, so they still share the newcomers.
-            for listener in self.sockets:
-                self.accept(listener)  # nobody waiting: EAGAIN, ignored
+            self._admit_one()
         self.set_accept_enabled(self.nr_conns < self.worker_connections)
+
+    def _admit_one(self) -> None:
+        """Accept one waiting connection, if any, from the first listener that has one.
+
+        The listeners are non-blocking (gunicorn makes them so before any worker runs), so
+        an empty queue costs one ``accept`` call failing with EAGAIN, which gthread ignores.
+        """
+        for listener in self.sockets:
+            before = self.nr_conns
+            ThreadWorker.accept(self, listener)
+            if self.nr_conns != before:
+                return

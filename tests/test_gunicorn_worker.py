@@ -3,6 +3,8 @@ free request thread (stock ``gthread`` lets whichever worker wakes first take th
 
 import os
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,10 @@ def _holders(pids: set[int], server_port: int, clients: list[socket.socket]) -> 
     owner: dict[str, int] = {}
     for pid in pids:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
-            target = os.readlink(fd)
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
             if target.startswith("socket:["):
                 owner[target[8:-1]] = pid
     return [owner.get(by_client_port.get(c.getsockname()[1], "")) for c in clients]
@@ -75,3 +80,30 @@ def test_a_busy_worker_leaves_new_connections_to_a_free_one(small_model_path, tm
                 assert response.json()["text"] == "1"
         finally:
             stalled.close()
+
+
+def test_new_clients_get_in_while_kept_alive_ones_keep_every_thread_busy(
+    small_model_path, tmp_path
+):
+    headers = {"Content-Type": "image/png"}
+    with running_server(small_model_path, tmp_path, env={"OCR_THREADS": "1"}, workers=1) as srv:
+        stop = threading.Event()
+
+        def keep_posting() -> None:
+            with requests.Session() as session:
+                while not stop.is_set():
+                    session.post(srv.url + "/v1/predict", data=PNG, headers=headers, timeout=10)
+
+        clients = [threading.Thread(target=keep_posting) for _ in range(3)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(0.5)  # the worker's one thread never idles from here on
+            for _ in range(5):
+                response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=3,
+                                         headers={**headers, "Connection": "close"})  # fmt: skip
+                assert response.status_code == 200
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
