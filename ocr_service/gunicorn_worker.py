@@ -17,9 +17,9 @@ kept-alive ones): new clients are not starved.
 
 A new connection waits for its request in the poller, not in a request thread (gthread
 would spend a thread on it for up to 5 s): a connection that never speaks, such as a
-browser's preconnect, holds no thread, and is closed after ``NEW_CONNECTION_TIMEOUT``. It
-counts as taking one for its first ``NEW_CONNECTION_GRACE`` seconds, so that a burst of
-clients, which send their requests at once, is still shared out.
+browser's preconnect, holds no thread. It counts as taking one for its first
+``NEW_CONNECTION_GRACE`` seconds, so that a burst of clients, which send their requests at
+once, is still shared out.
 
 It overrides methods of gunicorn 27's ``ThreadWorker`` that are not a public API; the
 version is pinned in ``pyproject.toml`` and checked below.
@@ -42,13 +42,8 @@ __all__ = ["BalancedThreadWorker"]
 #: out), while a browser's preconnect may stay silent for seconds and must not keep the
 #: worker from accepting
 NEW_CONNECTION_GRACE = 0.25
-#: seconds a new connection may stay silent before it is closed (gthread's own wait for a
-#: first request; not the keep-alive timeout, which may be 0)
-NEW_CONNECTION_TIMEOUT = 5.0
 
-_NEEDED = ("set_accept_enabled", "on_pending_socket_readable", "murder_pending",
-           "wait_for_and_dispatch_events", "_cap_keepalive")
-if not all(hasattr(ThreadWorker, name) for name in _NEEDED) or list(
+if not hasattr(ThreadWorker, "set_accept_enabled") or list(
     inspect.signature(ThreadWorker.finish_request).parameters
 ) != ["self", "conn", "fs"]:
     raise ImportError("BalancedThreadWorker needs gunicorn 27's gthread worker")
@@ -79,7 +74,7 @@ class BalancedThreadWorker(ThreadWorker):
     def accept(self, listener: Any) -> None:
         # The poller's callback. Events are collected before any is handled, so a listener
         # turned off earlier in the same batch may still report a waiting connection.
-        if self._accepting and self.alive:
+        if self._accepting:
             super().accept(listener)
 
     def enqueue_req(self, conn: Any) -> None:
@@ -113,27 +108,12 @@ class BalancedThreadWorker(ThreadWorker):
 
     def _wait_for_request(self, conn: Any) -> None:
         """Watch a new connection in the poller until its first bytes arrive (or it expires
-        after ``NEW_CONNECTION_TIMEOUT``), as gthread does with connections it has deferred,
+        after the keep-alive timeout), as gthread does with connections it has deferred,
         instead of in a request thread: a connection that never speaks (a browser's
         preconnect) then holds no thread."""
-        conn.timeout = time.monotonic() + NEW_CONNECTION_TIMEOUT
+        conn.set_timeout()
         self._new[conn] = time.monotonic()
         self.pending_conns.append(conn)
         self.poller.register(
             conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
         )
-
-    def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        # Wake when the oldest new connection stops counting, so that a silent one keeps
-        # the worker from accepting for the grace period only, not until the next event.
-        if self._new and not self._accepting:
-            expiry = min(self._new.values()) + NEW_CONNECTION_GRACE
-            timeout = min(timeout, max(expiry - time.monotonic(), 0.0) + 0.001)
-        super().wait_for_and_dispatch_events(timeout)
-
-    def _cap_keepalive(self, deadline: float) -> None:
-        # A stopping worker closes silent new connections by the same deadline as idle
-        # kept-alive ones (the list stays sorted: every entry is capped alike).
-        super()._cap_keepalive(deadline)
-        for conn in self.pending_conns:
-            conn.timeout = min(conn.timeout, deadline)

