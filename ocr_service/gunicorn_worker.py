@@ -8,18 +8,14 @@ burst, one worker often takes all of them. Measured with ``scripts/bench_serve.p
 those runs read 290-350 uploads/s against 850-990 when the connections were shared, while
 the other core idled.
 
-This worker listens only while it has fewer requests in its threads than it has threads.
-Otherwise a new connection waits in the kernel's queue, shared by all workers, for one that
-can start on it: a burst of connections is shared out, and a worker stalled by slow clients
-leaves new ones to the others. Under saturation every worker is busy all the time, so each
-finished request also lets one waiting connection in (it may then queue behind the
-kept-alive ones): new clients are not starved.
-
-A new connection waits for its request in the poller, not in a request thread (gthread
-would spend a thread on it for up to 5 s): a connection that never speaks, such as a
-browser's preconnect, holds no thread. It counts as taking one for its first
-``NEW_CONNECTION_GRACE`` seconds, so that a burst of clients, which send their requests at
-once, is still shared out.
+This worker listens only while it has fewer connections in its request threads than it
+has threads (a new connection counts from its accept until its first request is answered,
+or until gunicorn gives up waiting for it after 5 s). Otherwise a new connection waits in
+the kernel's queue, shared by all workers, for one that can start on it: a burst of
+connections is shared out, and a worker stalled by slow clients leaves new ones to the
+others. Under saturation every worker is busy all the time, so each finished request also
+lets one waiting connection in (it may then queue behind the kept-alive ones): new clients
+are not starved.
 
 It overrides methods of gunicorn 27's ``ThreadWorker`` that are not a public API; the
 version is pinned in ``pyproject.toml`` and checked below.
@@ -28,20 +24,11 @@ version is pinned in ``pyproject.toml`` and checked below.
 from __future__ import annotations
 
 import inspect
-import selectors
-import time
-from functools import partial
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
 __all__ = ["BalancedThreadWorker"]
-
-#: seconds a new connection that has not sent its request yet counts as taking a thread: a
-#: client sends its request right after connecting (a burst of them must still be shared
-#: out), while a browser's preconnect may stay silent for seconds and must not keep the
-#: worker from accepting
-NEW_CONNECTION_GRACE = 0.25
 
 if not hasattr(ThreadWorker, "set_accept_enabled") or list(
     inspect.signature(ThreadWorker.finish_request).parameters
@@ -56,20 +43,11 @@ class BalancedThreadWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         #: connections handed to the thread pool and not yet finished (main thread only)
         self.in_flight = 0
-        #: new connections waiting in the poller for their request -> monotonic accept time
-        self._new: dict[Any, float] = {}
-
-    def busy(self) -> int:
-        """Request threads taken, counting new connections that are about to take one."""
-        cutoff = time.monotonic() - NEW_CONNECTION_GRACE
-        for conn in [c for c, accepted in self._new.items() if accepted < cutoff]:
-            del self._new[conn]  # silent for too long, or already closed by gthread
-        return self.in_flight + len(self._new)
 
     def set_accept_enabled(self, enabled: bool) -> None:
         # The base loop turns accepting on whenever it is below its connection cap; a
         # worker that is stopping or has no free thread keeps it off.
-        super().set_accept_enabled(enabled and self.alive and self.busy() < self.cfg.threads)
+        super().set_accept_enabled(enabled and self.alive and self.in_flight < self.cfg.threads)
 
     def accept(self, listener: Any) -> None:
         # The poller's callback. Events are collected before any is handled, so a listener
@@ -78,13 +56,9 @@ class BalancedThreadWorker(ThreadWorker):
             super().accept(listener)
 
     def enqueue_req(self, conn: Any) -> None:
-        if not (conn.initialized or conn.data_ready):
-            self._wait_for_request(conn)
-        else:
-            self._new.pop(conn, None)
-            super().enqueue_req(conn)
-            self.in_flight += 1  # after the submit: a refused submit must not count
-        if self.busy() >= self.cfg.threads:
+        super().enqueue_req(conn)
+        self.in_flight += 1  # after the submit: a refused submit must not count
+        if self.in_flight >= self.cfg.threads:
             self.set_accept_enabled(False)
 
     def finish_request(self, conn: Any, fs: Any) -> None:
@@ -105,15 +79,3 @@ class BalancedThreadWorker(ThreadWorker):
             ThreadWorker.accept(self, listener)
             if self.nr_conns != before:
                 return
-
-    def _wait_for_request(self, conn: Any) -> None:
-        """Watch a new connection in the poller until its first bytes arrive (or it expires
-        after the keep-alive timeout), as gthread does with connections it has deferred,
-        instead of in a request thread: a connection that never speaks (a browser's
-        preconnect) then holds no thread."""
-        conn.set_timeout()
-        self._new[conn] = time.monotonic()
-        self.pending_conns.append(conn)
-        self.poller.register(
-            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
-        )
