@@ -1,7 +1,10 @@
 """Median in-process time to read one 28x28 PNG upload: decode, preprocess, segment, predict.
 
 Also the cost per upload of ``Predictor.predict_many`` over a batch of 64 (what
-``/v1/predict/batch`` calls). Target: < 2 ms. Uses one BLAS thread, as a serving worker does.
+``/v1/predict/batch`` calls), and the mean wall and CPU time per upload while two threads
+call ``predict_bytes`` at once (as a worker's request threads do), with the predictor's
+one-reading-at-a-time lock and, for comparison, without it. Target: < 2 ms. Uses one BLAS
+thread, as a serving worker does.
 Every row is measured ``--rounds`` times, interleaved; the range is printed, since the
 cores may be shared.
 
@@ -11,10 +14,13 @@ cores may be shared.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from renderings import white_on_black_png  # noqa: E402
 
+from ocr_service import predictor as predictor_module  # noqa: E402
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.features import model_inputs  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
@@ -33,6 +40,11 @@ from ocr_service.segment import segment_ink  # noqa: E402
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"
+THREADED_ROWS = {
+    True: ("2 threads at once, wall per upload", "2 threads at once, CPU per upload"),
+    False: ("2 threads at once, no lock, wall per upload",
+            "2 threads at once, no lock, CPU per upload"),
+}
 
 
 def _median_ms(fn, items: list, repeat: int) -> float:
@@ -43,6 +55,35 @@ def _median_ms(fn, items: list, repeat: int) -> float:
         fn(item)
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000.0
+
+
+@contextlib.contextmanager
+def _reading_lock(enabled: bool) -> Iterator[None]:
+    """The predictor's process-wide reading lock, or (False) none: what the lock saves."""
+    lock = predictor_module._READING
+    if not enabled:
+        predictor_module._READING = contextlib.nullcontext()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        predictor_module._READING = lock
+
+
+def _two_threads_ms(predictor: Predictor, uploads: list[bytes], repeat: int) -> tuple[float, float]:
+    """Mean wall and CPU time (ms) per upload while two threads read ``repeat`` in all."""
+
+    def read(offset: int) -> None:
+        for i in range(repeat // 2):
+            predictor.predict_bytes(uploads[(offset + i) % len(uploads)])
+
+    threads = [threading.Thread(target=read, args=(k * len(uploads) // 2,)) for k in (0, 1)]
+    cpu, wall = time.process_time(), time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    n = 2 * (repeat // 2)
+    return (time.perf_counter() - wall) * 1000.0 / n, (time.process_time() - cpu) * 1000.0 / n
 
 
 def main() -> None:
@@ -74,7 +115,8 @@ def main() -> None:
         "network": (network.predict_proba_with_stats, inputs),
         "total: predict_bytes": (predictor.predict_bytes, uploads),
     }
-    times: dict[str, list[float]] = {name: [] for name in [*steps, BATCH_ROW]}
+    rows = [*steps, BATCH_ROW, *(row for pair in THREADED_ROWS.values() for row in pair)]
+    times: dict[str, list[float]] = {name: [] for name in rows}
     with threadpool_limits(1):
         for u in uploads[:50]:  # warm-up
             predictor.predict_bytes(u)
@@ -83,9 +125,14 @@ def main() -> None:
                 times[name].append(_median_ms(fn, items, args.repeat))
             per_batch = _median_ms(predictor.predict_many, batches, max(5, args.repeat // BATCH))
             times[BATCH_ROW].append(per_batch / BATCH)
+            for locked, (wall_row, cpu_row) in THREADED_ROWS.items():
+                with _reading_lock(locked):
+                    wall, cpu = _two_threads_ms(predictor, uploads, args.repeat)
+                times[wall_row].append(wall)
+                times[cpu_row].append(cpu)
     print(
         f"Model `{predictor.artifact.name}` ({predictor.artifact.kind}), 28x28 PNG uploads, "
-        f"median of {args.repeat}, 1 BLAS thread, {args.rounds} rounds; "
+        f"median of {args.repeat} (2 threads: mean), 1 BLAS thread, {args.rounds} rounds; "
         f"load average {os.getloadavg()[0]:.2f}\n"
     )
     print("| Step | Median (range over rounds) |")

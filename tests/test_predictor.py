@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,7 +19,7 @@ from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.features import model_inputs
 from ocr_service.model_store import load_model, save_model
 from ocr_service.predictor import REJECT, CharacterResult, Predictor
-from ocr_service.preprocess import ImageError, NoInkError
+from ocr_service.preprocess import ImageError, NoInkError, TooManyCharactersError
 from ocr_service.training import TrainConfig, train
 
 
@@ -191,6 +192,41 @@ def test_concurrent_requests_match_sequential_ones(predictor, confident):
     assert got == expected
 
 
+def test_a_second_thread_reads_only_once_the_first_has_finished(predictor, confident,
+                                                               monkeypatch):
+    rng = np.random.default_rng(6)
+    first, second = (white_on_black_png(digit, rng) for digit in confident[0][:2])
+    expected = [predictor.predict_bytes(u).to_dict() for u in (first, second)]
+    network = predictor.artifact.network
+    classify = network.predict_proba_with_stats
+    entered, release = [], threading.Event()
+
+    def held_open(x):  # the first reading waits inside the network until released
+        entered.append(threading.current_thread().name)
+        if len(entered) == 1:
+            assert release.wait(10)
+        return classify(x)
+
+    monkeypatch.setattr(network, "predict_proba_with_stats", held_open)
+    results = {}
+    threads = [
+        threading.Thread(target=lambda u=u, name=name: results.update(
+            {name: predictor.predict_bytes(u).to_dict()}), name=name)
+        for name, u in (("first", first), ("second", second))
+    ]  # fmt: skip
+    threads[0].start()
+    while not entered:
+        threads[0].join(0.01)
+    threads[1].start()
+    threads[1].join(0.3)  # with two readings at once it would reach the network by now
+    assert entered == ["first"] and threads[1].is_alive()
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert entered == ["first", "second"]
+    assert [results["first"], results["second"]] == expected
+
+
 def test_an_optdigits_model_reads_uploads_through_its_own_scheme(small_model_path):
     predictor = Predictor.from_path(small_model_path)
     assert predictor.artifact.scheme == "optdigits"
@@ -246,8 +282,17 @@ def test_predict_many_gives_the_results_of_one_call_per_upload(predictor, confid
     uploads += [render_string(list(digits[i : i + 4]), rng, touching=0.5).data for i in range(6)]
     # every seed, readable or not: a bad upload gets its own error, not the batch's
     uploads += list(seed_corpus().values())
+    # errors of the later steps too: no ink on the page, and too many marks to read
+    dots = np.full((320, 320), 255, np.uint8)
+    for dy in range(4):
+        for dx in range(4):
+            dots[dy::8, dx::8] = 0  # 1,600 dots of 4x4 pixels
+    uploads[5:5] = [_encode(Image.new("L", (60, 40), 250), "PNG"), _encode(
+        Image.fromarray(dots), "PNG")]  # fmt: skip
     expected = _one_by_one(predictor, uploads, top_k=4, segment=segment)
-    assert any(isinstance(e, ImageError) for e in expected)
+    assert type(expected[5]) is NoInkError
+    if segment != "single":
+        assert type(expected[6]) is TooManyCharactersError
     assert sum(not isinstance(e, ImageError) for e in expected) > len(uploads) // 2
     got = predictor.predict_many(uploads, top_k=4, segment=segment)
     _assert_same_outcomes(got, expected, p_tolerance=1e-6)
