@@ -11,6 +11,7 @@ import io
 import math
 import struct
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -23,12 +24,14 @@ __all__ = [
     "CorruptImageError",
     "ImageError",
     "ImageTooLargeError",
+    "InkMarks",
     "NoInkError",
     "UnsupportedImageError",
     "crop_to_ink",
     "decode_image",
     "decode_scaled",
     "ink_from_gray",
+    "ink_marks",
     "normalize_character",
     "preprocess_bytes",
 ]
@@ -311,6 +314,19 @@ def _frames(labels: np.ndarray, n: int) -> np.ndarray:
     return frame
 
 
+@dataclass(frozen=True)
+class InkMarks:
+    """An ink map and its marks, as ``ink_marks`` finds them."""
+
+    #: (H, W) float32 in [0, 1]: ink = 1, paper and specks = 0
+    ink: np.ndarray
+    #: (H, W) int32: the mark (8-connected component of ink) of each pixel, 0 on paper;
+    #: numbered in raster order of their first pixel, with gaps where specks were dropped
+    labels: np.ndarray
+    #: how many marks there are
+    count: int
+
+
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
 
@@ -318,6 +334,12 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     page), and ink is whichever extreme lies farther from it. Raises ``NoInkError`` for blank
     pages, noise and low-contrast photos.
     """
+    return ink_marks(gray, min_contrast=min_contrast).ink
+
+
+def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
+    """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
+    label the ink again (``segment.segment_ink(marks.ink, labels=marks.labels)``)."""
     gray = np.asarray(gray, dtype=np.float32)
     flat = _sample(gray)
     k_low, k_mid, k_high = (_rank(q, flat.size) for q in (0.001, 0.5, 0.999))
@@ -355,8 +377,10 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
         raise NoInkError("no ink found: only specks")
     ink = x * np.float32(1.0 / ink_level)
     np.minimum(ink, 1.0, out=ink)
-    ink[~keep[labels]] = 0.0
-    return ink
+    dropped = ~keep[labels]
+    ink[dropped] = 0.0
+    labels[dropped] = 0
+    return InkMarks(ink, labels, int(np.count_nonzero(keep)))
 
 
 def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:

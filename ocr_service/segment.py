@@ -16,7 +16,7 @@ from itertools import pairwise
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import TooManyCharactersError
+from .preprocess import InkMarks, TooManyCharactersError
 
 __all__ = ["MODES", "Segment", "segment_ink"]
 
@@ -224,20 +224,26 @@ def _splits(
     return tuple(splits)
 
 
-def segment_ink(ink: np.ndarray, mode: str = "auto") -> list[Segment]:
+def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
     merged into characters; any character wider than ``WIDE`` times its ``ref_height`` and
     at least half that tall is marked ``wide`` and offers candidate splits
-    (``Segment.splits``).
+    (``Segment.splits``). Given ``InkMarks``, it uses the marks found with the ink map
+    instead of labelling the ink again.
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
+    marks = ink if isinstance(ink, InkMarks) else None
+    ink = marks.ink if marks is not None else ink
     if mode == "single":
         whole = _crop(ink, 0, 0, 0)
         return [whole] if whole is not None else []
-    labels, count = ndimage.label(ink > 0, structure=_EIGHT)
+    if marks is not None:
+        labels, count = marks.labels, marks.count
+    else:
+        labels, count = ndimage.label(ink > 0, structure=_EIGHT)
     if count > MAX_COMPONENTS:
         raise TooManyCharactersError(
             f"the image has {count} separate ink marks; at most {MAX_COMPONENTS} are read"

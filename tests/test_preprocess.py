@@ -20,6 +20,7 @@ from ocr_service.preprocess import (
     UnsupportedImageError,
     decode_image,
     ink_from_gray,
+    ink_marks,
     normalize_character,
     preprocess_bytes,
 )
@@ -317,3 +318,17 @@ def test_ink_map_is_zero_on_paper_and_one_in_strokes():
     ink = ink_from_gray(gray)
     assert ink[50, 50] == pytest.approx(1.0)
     assert ink[5, 5] == 0.0 and ink[50, 20] == 0.0
+
+
+def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
+    gray = np.full((120, 200), 0.9, np.float32)
+    gray[20:100, 30:40] = 0.1  # a 1
+    gray[20:30, 80:140] = 0.1  # a 7's bar ...
+    gray[30:100, 130:140] = 0.1  # ... and its stem, touching it
+    gray[60:62, 170:172] = 0.1  # a speck: not ink
+    marks = ink_marks(gray)
+    np.testing.assert_array_equal(marks.ink, ink_from_gray(gray))
+    assert marks.count == 2
+    assert set(np.unique(marks.labels)) == {0, marks.labels[50, 35], marks.labels[25, 100]}
+    assert marks.labels[50, 35] != marks.labels[25, 100] == marks.labels[90, 135]
+    np.testing.assert_array_equal(marks.labels > 0, marks.ink > 0)  # the speck is paper

@@ -7,7 +7,7 @@ import pytest
 from renderings import inside_and_covering, render_string
 
 from ocr_service.datasets import load_dataset, split_dataset
-from ocr_service.preprocess import decode_image, ink_from_gray
+from ocr_service.preprocess import decode_image, ink_from_gray, ink_marks
 from ocr_service.segment import segment_ink
 
 
@@ -178,3 +178,19 @@ def test_too_many_characters_after_merging_are_refused():
     with pytest.raises(TooManyCharactersError, match="characters"):
         segment_ink(ink)
     assert len(segment_ink(ink[:, : 12 * 10])) == 10
+
+
+@pytest.mark.parametrize("mode", ["auto", "multi", "single"])
+def test_the_marks_found_with_the_ink_give_the_same_segments(mode):
+    images, _ = split_dataset(load_dataset("mnist5k"), seed=0).test
+    rng = np.random.default_rng(21)
+    for start in range(0, 40, 5):
+        gray = decode_image(render_string(images[start : start + 5], rng, touching=0.4).data)
+        gray[rng.integers(0, gray.shape[0], 30), rng.integers(0, gray.shape[1], 30)] = 0.0
+        marks = ink_marks(gray)  # with specks, which it drops
+        expected = segment_ink(ink_from_gray(gray), mode)
+        got = segment_ink(marks, mode)
+        assert [(s.box, s.line, s.ref_height, s.wide, s.line_size) for s in got] == [
+            (s.box, s.line, s.ref_height, s.wide, s.line_size) for s in expected]
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a.ink, b.ink)
