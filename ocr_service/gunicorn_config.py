@@ -21,6 +21,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import glob  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 import tempfile  # noqa: E402
 
 from ocr_service.config import load_settings  # noqa: E402  (stdlib only: numpy not loaded yet)
@@ -44,6 +45,7 @@ __all__ = [
     "proc_name",
     "threads",
     "timeout",
+    "when_ready",
     "worker_class",
     "worker_tmp_dir",
     "workers",
@@ -118,8 +120,35 @@ def on_starting(server) -> None:
     service_log.info("model %s: %s", holder.path, holder.last_reload)
 
 
+#: Seconds a new TCP connection may stay silent in the kernel before a worker accepts it
+#: (Linux ``TCP_DEFER_ACCEPT``, nginx's ``listen ... deferred``). gunicorn hands every accepted
+#: connection to a request thread, which then waits up to 5 s for its first bytes: a browser's
+#: unused preconnect, or a client that connects and never speaks, would hold a thread and, with
+#: every thread of a worker held, keep the worker from accepting. Deferred, such a connection
+#: costs no thread; one that speaks is accepted at once, with its request already there.
+#: Browsers close unused preconnects after about 10 s, well within this.
+DEFER_ACCEPT_SECONDS = 30
+
+
+def _defer_accept(server) -> None:
+    """Set ``DEFER_ACCEPT_SECONDS`` on the TCP listeners (where the platform has it)."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is None:
+        return
+    for listener in server.LISTENERS:
+        if listener.sock.family in (socket.AF_INET, socket.AF_INET6):
+            listener.sock.setsockopt(socket.IPPROTO_TCP, option, DEFER_ACCEPT_SECONDS)
+
+
+def when_ready(server) -> None:
+    """Master, once its listeners exist and before the first worker forks."""
+    _defer_accept(server)
+
+
 def on_reload(server) -> None:
-    """Master, on SIGHUP, before the new workers fork: load the model from disk again."""
+    """Master, on SIGHUP, before the new workers fork: load the model from disk again (and
+    defer accepting on the listeners, which are new if the bind address changed)."""
+    _defer_accept(server)
     _ocr_service(server).holder.try_reload()
 
 

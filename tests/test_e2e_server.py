@@ -248,6 +248,27 @@ def test_pillow_decompression_bomb_warning_is_an_error_in_the_server(server):
     assert "decompression bomb" in response.json()["error"]["message"]
 
 
+def test_connections_that_send_nothing_hold_no_worker_thread(small_model_path, tmp_path):
+    # One worker with one thread: a silent connection handed to that thread (a browser's
+    # unused preconnect) would keep every other client waiting for 5 s.
+    env = {"OCR_THREADS": "1"}
+    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv:
+        port = int(srv.url.rsplit(":", 1)[1])
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        try:
+            for _ in range(3):
+                response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=2,
+                                         headers={"Content-Type": "image/png"})  # fmt: skip
+                assert response.status_code == 200
+            # one that speaks later is answered as any other
+            silent[0].sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            silent[0].settimeout(5)
+            assert silent[0].makefile("rb").readline().startswith(b"HTTP/1.1 200")
+        finally:
+            for conn in silent:
+                conn.close()
+
+
 @pytest.mark.xfail(
     strict=True,
     raises=requests.ReadTimeout,

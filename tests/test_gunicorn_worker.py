@@ -45,16 +45,19 @@ def test_a_burst_of_connections_is_shared_between_the_workers(small_model_path, 
     with running_server(small_model_path, tmp_path, env={"OCR_THREADS": "2"}) as srv:
         port, workers = _port(srv.url), srv.worker_pids()
         clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        head = b"POST /v1/predict HTTP/1.1\r\nHost: t\r\n"
+        rest = (b"Content-Type: image/png\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                % len(PNG) + PNG)  # fmt: skip
         try:
-            # Each accepted connection takes a thread until its request arrives (or 5 s pass):
-            # two per worker, and the fifth waits for a free thread.
+            for client in clients:
+                client.sendall(head)
+            # Each accepted connection takes a thread until its request is complete: two per
+            # worker, and the fifth waits for a free thread.
             assert wait_until(lambda: sum(map(bool, _holders(workers, port, clients))) == 4, 3)
             holders = _holders(workers, port, clients)
             assert sorted(holders.count(pid) for pid in workers) == [2, 2], holders
-            request = (b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
-                       b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(PNG) + PNG)
             for client in clients:
-                client.sendall(request)
+                client.sendall(rest)
             for client in clients:
                 client.settimeout(10)
                 assert client.makefile("rb").readline().startswith(b"HTTP/1.1 200")
