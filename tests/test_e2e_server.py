@@ -248,25 +248,38 @@ def test_pillow_decompression_bomb_warning_is_an_error_in_the_server(server):
     assert "decompression bomb" in response.json()["error"]["message"]
 
 
+@contextlib.contextmanager
+def _connections(server, n: int, head: bytes = b""):
+    """``n`` raw connections to ``server``, each having sent ``head``; closed afterwards."""
+    port = int(server.url.rsplit(":", 1)[1])
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
+    try:
+        for conn in conns:
+            conn.sendall(head)
+        yield conns
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def _post_digit(server, timeout: float) -> requests.Response:
+    return requests.post(server.url + "/v1/predict", data=PNG, timeout=timeout,
+                         headers={"Content-Type": "image/png"})  # fmt: skip
+
+
 def test_connections_that_send_nothing_hold_no_worker_thread(small_model_path, tmp_path):
     # One worker with one thread: a silent connection handed to that thread (a browser's
     # unused preconnect) would keep every other client waiting for 5 s.
     env = {"OCR_THREADS": "1"}
-    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv:
-        port = int(srv.url.rsplit(":", 1)[1])
-        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
-        try:
-            for _ in range(3):
-                response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=2,
-                                         headers={"Content-Type": "image/png"})  # fmt: skip
-                assert response.status_code == 200
-            # one that speaks later is answered as any other
-            silent[0].sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            silent[0].settimeout(5)
-            assert silent[0].makefile("rb").readline().startswith(b"HTTP/1.1 200")
-        finally:
-            for conn in silent:
-                conn.close()
+    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv, _connections(
+        srv, 3
+    ) as silent:
+        for _ in range(3):
+            assert _post_digit(srv, timeout=2).status_code == 200
+        # one that speaks later is answered as any other
+        silent[0].sendall(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        silent[0].settimeout(5)
+        assert silent[0].makefile("rb").readline().startswith(b"HTTP/1.1 200")
 
 
 @pytest.mark.xfail(
@@ -278,15 +291,8 @@ def test_connections_that_send_nothing_hold_no_worker_thread(small_model_path, t
 )
 def test_clients_that_never_finish_their_headers_do_not_starve_others(small_model_path, tmp_path):
     env = {"OCR_THREADS": "2"}
-    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv:
-        port = int(srv.url.rsplit(":", 1)[1])
-        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        try:
-            for conn in slow:
-                conn.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: t\r\n")
-            response = requests.post(srv.url + "/v1/predict", data=PNG, timeout=3,
-                                     headers={"Content-Type": "image/png"})  # fmt: skip
-            assert response.status_code == 200
-        finally:
-            for conn in slow:
-                conn.close()
+    head = b"POST /v1/predict HTTP/1.1\r\nHost: t\r\n"
+    with running_server(small_model_path, tmp_path, env=env, workers=1) as srv, _connections(
+        srv, 2, head
+    ):
+        assert _post_digit(srv, timeout=3).status_code == 200
