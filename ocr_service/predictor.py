@@ -235,7 +235,7 @@ class Predictor:
             outcomes[index] = result
 
     def _answer_probs(self, probs: np.ndarray) -> np.ndarray:
-        """Probabilities (C,) of the classes given that the segment is a character: what a
+        """Probabilities (n, C) of the classes given that each segment is a character: what a
         non-character output took is shared out again. It steers the cuts; a character it
         doubts is still read, and the calibrated threshold decides on "?" as for any model.
         """
@@ -326,19 +326,23 @@ class Predictor:
             chosen[page_of[i]].extend(readings[int(np.argmax(scores))])
         k = max(1, min(int(top_k), len(self._classes)))
         stats = {name: float(v) for name, v in stats.items()}
+        # every answer's top k in one argsort; Python floats and ints for the loop below
+        answered = [i for page_chosen in chosen for i in page_chosen]
+        answer = self._answer_probs(probs[answered])
+        orders = np.argsort(-answer, axis=1, kind="stable")[:, :k].tolist()
+        answer_rows = iter(zip(answer.tolist(), orders, strict=True))
         results: list[PredictionResult | ImageError] = []
         for p, (_, scale) in enumerate(pages):
             characters = []
             for i in chosen[p]:
-                prob = self._answer_probs(probs[i])
-                order = np.argsort(-prob, kind="stable")[:k]
-                confidence = float(prob[order[0]])
+                prob, order = next(answer_rows)
+                confidence = prob[order[0]]
                 characters.append(
                     CharacterResult(
                         char=self._classes[order[0]] if confidence >= self._threshold else REJECT,
                         confidence=confidence,
                         box=_upload_box(candidates[i].box, scale),
-                        top=[(self._classes[j], float(prob[j])) for j in order],
+                        top=[(self._classes[j], prob[j]) for j in order],
                         model_input=inputs[i],
                         line=candidates[i].line,
                     )
