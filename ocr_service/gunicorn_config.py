@@ -121,7 +121,8 @@ def on_starting(server) -> None:
 
 
 #: Seconds a new TCP connection may stay silent in the kernel before a worker accepts it
-#: (Linux ``TCP_DEFER_ACCEPT``, nginx's ``listen ... deferred``). gunicorn hands every accepted
+#: (Linux ``TCP_DEFER_ACCEPT``, nginx's ``listen ... deferred``; Linux rounds it up to its
+#: SYN-ACK retransmission schedule, here 31 s). gunicorn hands every accepted
 #: connection to a request thread, which then waits up to 5 s for its first bytes: a browser's
 #: unused preconnect, or a client that connects and never speaks, would hold a thread and, with
 #: every thread of a worker held, keep the worker from accepting. Deferred, such a connection
@@ -146,9 +147,7 @@ def when_ready(server) -> None:
 
 
 def on_reload(server) -> None:
-    """Master, on SIGHUP, before the new workers fork: load the model from disk again (and
-    defer accepting on the listeners, which are new if the bind address changed)."""
-    _defer_accept(server)
+    """Master, on SIGHUP, before the new workers fork: load the model from disk again."""
     _ocr_service(server).holder.try_reload()
 
 

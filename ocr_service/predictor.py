@@ -6,9 +6,11 @@ threads: every request works on its own arrays.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,14 +42,22 @@ _SPLIT_ASPECT = {"auto": 1.2, "multi": 1.0, "single": np.inf}
 _LONE_SPLIT_ASPECT = {"auto": 1.6, "multi": 1.4, "single": np.inf}
 _SPLIT_SLOPE = 2.0
 
-#: One reading at a time in a process (all ``Predictor`` objects: an old and a new model
-#: during a swap too). A reading is some hundreds of small numpy calls, and numpy releases
-#: the GIL around each one on arrays over a few hundred elements: two threads reading at
-#: once hand the GIL to each other on nearly every call, and took more CPU and more wall
-#: time per upload than reading one after the other (``scripts/bench_predict.py``, the
-#: "2 threads" rows). The GIL lets a process compute on one core anyway; the other request
-#: threads still receive uploads and send answers meanwhile.
-_READING = threading.Lock()
+#: Readings of character-sized images (up to this many analysed pixels) take turns in a
+#: process (all ``Predictor`` objects: an old and a new model during a swap too). Such a
+#: reading is some hundreds of numpy calls of a few microseconds, and numpy releases the GIL
+#: around each one on arrays over a few hundred elements: two threads reading 28x28 uploads
+#: at once hand the GIL to each other on nearly every call, and took 1.8 ms of CPU and
+#: 1.5 ms of wall time per upload against 1.1 and 1.1 ms taking turns
+#: (``scripts/bench_predict.py``, "2 threads" rows). Larger images read in parallel: their
+#: Pillow and numpy calls are long enough for two threads to use two cores (280x280: 3.6
+#: against 5.5 ms of wall time per upload, the same CPU). Measured crossover: 10-25k pixels.
+TURN_PIXELS = 128 * 128
+_TURNS = threading.Lock()
+
+
+def _turn(pixels: int) -> AbstractContextManager[Any]:
+    """What a reading of images of at most ``pixels`` analysed pixels holds while it runs."""
+    return _TURNS if pixels <= TURN_PIXELS else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -105,10 +115,11 @@ def _upload_box(box: tuple[int, int, int, int], scale: tuple[float, float]):
     return (x0, y0, round((x + w) * sx) - x0, round((y + h) * sy) - y0)
 
 
-#: Analysed pixels of the uploads ``predict_many`` decodes before it reads them (their ink
-#: maps, ~12 MB of float32 at most): a batch of large photos is read in several network
-#: calls and never holds much more memory than a few uploads, while a batch of small ones
-#: still shares one call.
+#: Analysed pixels of the uploads ``predict_many`` decodes before it reads them: at most
+#: ~3 MP (one more upload of up to ``ANALYSIS_PIXELS`` may cross the limit), 12 MB of
+#: float32 images, then 24 MB of ink maps and marks. A batch of large photos is read in
+#: several network calls and never holds much more memory than a few uploads, while a batch
+#: of small ones still shares one call.
 _POOL_PIXELS = 2 * ANALYSIS_PIXELS
 
 #: one image's segments and its scale (the upload's pixels per analysed pixel, ``(sy, sx)``)
@@ -128,7 +139,9 @@ _Decoded = tuple[int, Any, tuple[float, float]]
 
 
 def _each(
-    step: Any, items: list[_Decoded], outcomes: list[PredictionResult | ImageError | None]
+    step: Callable[[Any], Any],
+    items: list[_Decoded],
+    outcomes: list[PredictionResult | ImageError | None],
 ) -> list[_Decoded]:
     """``step`` applied to every item's image; an upload whose step raises ``ImageError``
     gets that error as its outcome and is left out. Empties ``items`` as it goes, so each
@@ -177,8 +190,8 @@ class Predictor:
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
         """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        with _READING:
-            gray, scale = self._decode(data)
+        gray, scale = self._decode(data)
+        with _turn(gray.size):
             page = (_character_segments(ink_marks(gray), segment), scale)
             return _raise_error(self._read([page], top_k, segment)[0])
 
@@ -197,19 +210,17 @@ class Predictor:
         outcomes: list[PredictionResult | ImageError | None] = [None] * len(uploads)
         decoded: list[_Decoded] = []
         held = 0
-        with _READING:
-            for index, data in enumerate(uploads):
-                try:
-                    gray, scale = self._decode(data)
-                except ImageError as exc:
-                    outcomes[index] = exc
-                    continue
-                decoded.append((index, gray, scale))
-                held += gray.size
-                if held >= _POOL_PIXELS or self.artifact.kind != "mlp":
-                    self._read_decoded(decoded, outcomes, top_k, segment)
-                    held = 0
-            self._read_decoded(decoded, outcomes, top_k, segment)
+        for index, data in enumerate(uploads):
+            try:
+                decoded.append((index, *self._decode(data)))
+            except ImageError as exc:
+                outcomes[index] = exc
+                continue
+            held += decoded[-1][1].size
+            if held >= _POOL_PIXELS or self.artifact.kind != "mlp":
+                self._read_decoded(decoded, outcomes, top_k, segment)
+                held = 0
+        self._read_decoded(decoded, outcomes, top_k, segment)
         return outcomes  # type: ignore[return-value]  # every entry is filled by now
 
     def _decode(self, data: bytes) -> tuple[np.ndarray, tuple[float, float]]:
@@ -226,11 +237,17 @@ class Predictor:
 
         One step at a time over all of them (every ink map, then every segmentation, then
         one network call), so each step's code stays in the CPU caches: measured 15-20 %
-        less time per upload than taking every step of one upload in turn.
+        less time per upload than taking every step of one upload in turn. The uploads are
+        decoded before, outside the turn (see ``_turn``), so that a thread waiting for its
+        turn gets it between two pools of a large batch.
         """
-        marks = _each(ink_marks, decoded, outcomes)
-        pages = _each(lambda found: _character_segments(found, segment), marks, outcomes)
-        results = self._read([(segments, scale) for _, segments, scale in pages], top_k, segment)
+        if not decoded:
+            return
+        with _turn(max(gray.size for _, gray, _ in decoded)):
+            marks = _each(ink_marks, decoded, outcomes)
+            pages = _each(lambda found: _character_segments(found, segment), marks, outcomes)
+            pooled = [(segments, scale) for _, segments, scale in pages]
+            results = self._read(pooled, top_k, segment)
         for (index, _, _), result in zip(pages, results, strict=True):
             outcomes[index] = result
 
@@ -252,22 +269,6 @@ class Predictor:
             model_inputs(inputs, self._features)
         )
         return inputs, probs[:, : len(self._classes)], stats
-
-    def predict_gray(
-        self,
-        gray: np.ndarray,
-        *,
-        top_k: int = 3,
-        segment: str = "auto",
-        scale: tuple[float, float] = (1.0, 1.0),
-    ) -> PredictionResult:
-        """Like ``predict_bytes`` for a decoded grayscale image (H, W) in [0, 1].
-
-        ``scale`` is ``(sy, sx)``, the upload's pixels per pixel of ``gray``, for the boxes.
-        """
-        with _READING:
-            page = (_character_segments(ink_marks(gray), segment), scale)
-            return _raise_error(self._read([page], top_k, segment)[0])
 
     def _read(
         self, pages: list[_Page], top_k: int, segment: str

@@ -339,7 +339,7 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
 
 def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
-    label the ink again (``segment.segment_ink(marks.ink, labels=marks.labels)``)."""
+    label the ink again (``segment.segment_ink(marks)``)."""
     gray = np.asarray(gray, dtype=np.float32)
     flat = _sample(gray)
     k_low, k_mid, k_high = (_rank(q, flat.size) for q in (0.001, 0.5, 0.999))

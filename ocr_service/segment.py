@@ -235,15 +235,14 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]
     """
     if mode not in MODES:
         raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
-    marks = ink if isinstance(ink, InkMarks) else None
-    ink = marks.ink if marks is not None else ink
+    ink_map = ink.ink if isinstance(ink, InkMarks) else ink
     if mode == "single":
-        whole = _crop(ink, 0, 0, 0)
+        whole = _crop(ink_map, 0, 0, 0)
         return [whole] if whole is not None else []
-    if marks is not None:
-        labels, count = marks.labels, marks.count
+    if isinstance(ink, InkMarks):
+        labels, count = ink.labels, ink.count
     else:
-        labels, count = ndimage.label(ink > 0, structure=_EIGHT)
+        labels, count = ndimage.label(ink_map > 0, structure=_EIGHT)
     if count > MAX_COMPONENTS:
         raise TooManyCharactersError(
             f"the image has {count} separate ink marks; at most {MAX_COMPONENTS} are read"
@@ -269,7 +268,7 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]
         for g in line:
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
             mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
-            own = np.where(mine, ink[g.y0 : g.y1, g.x0 : g.x1], 0.0)
+            own = np.where(mine, ink_map[g.y0 : g.y1, g.x0 : g.x1], 0.0)
             seg = _crop(own, g.x0, g.y0, line_no)
             if seg is None:
                 continue

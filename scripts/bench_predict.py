@@ -2,8 +2,8 @@
 
 Also the cost per upload of ``Predictor.predict_many`` over a batch of 64 (what
 ``/v1/predict/batch`` calls), and the mean wall and CPU time per upload while two threads
-call ``predict_bytes`` at once (as a worker's request threads do), with the predictor's
-one-reading-at-a-time lock and, for comparison, without it. Target: < 2 ms. Uses one BLAS
+call ``predict_bytes`` at once (as a worker's request threads do), taking turns as the
+predictor makes character-sized readings do and, for comparison, not. Target: < 2 ms. Uses one BLAS
 thread, as a serving worker does.
 Every row is measured ``--rounds`` times, interleaved; the range is printed, since the
 cores may be shared.
@@ -42,8 +42,8 @@ BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"
 THREADED_ROWS = {
     True: ("2 threads at once, wall per upload", "2 threads at once, CPU per upload"),
-    False: ("2 threads at once, no lock, wall per upload",
-            "2 threads at once, no lock, CPU per upload"),
+    False: ("2 threads at once, no turns, wall per upload",
+            "2 threads at once, no turns, CPU per upload"),
 }
 
 
@@ -58,15 +58,15 @@ def _median_ms(fn, items: list, repeat: int) -> float:
 
 
 @contextlib.contextmanager
-def _reading_lock(enabled: bool) -> Iterator[None]:
-    """The predictor's process-wide reading lock, or (False) none: what the lock saves."""
-    lock = predictor_module._READING
+def _turns(enabled: bool) -> Iterator[None]:
+    """The predictor's turns for character-sized readings, or (False) none: what they save."""
+    lock = predictor_module._TURNS
     if not enabled:
-        predictor_module._READING = contextlib.nullcontext()  # type: ignore[assignment]
+        predictor_module._TURNS = contextlib.nullcontext()  # type: ignore[assignment]
     try:
         yield
     finally:
-        predictor_module._READING = lock
+        predictor_module._TURNS = lock
 
 
 def _two_threads_ms(predictor: Predictor, uploads: list[bytes], repeat: int) -> tuple[float, float]:
@@ -125,8 +125,8 @@ def main() -> None:
                 times[name].append(_median_ms(fn, items, args.repeat))
             per_batch = _median_ms(predictor.predict_many, batches, max(5, args.repeat // BATCH))
             times[BATCH_ROW].append(per_batch / BATCH)
-            for locked, (wall_row, cpu_row) in THREADED_ROWS.items():
-                with _reading_lock(locked):
+            for taking_turns, (wall_row, cpu_row) in THREADED_ROWS.items():
+                with _turns(taking_turns):
                     wall, cpu = _two_threads_ms(predictor, uploads, args.repeat)
                 times[wall_row].append(wall)
                 times[cpu_row].append(cpu)

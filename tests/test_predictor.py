@@ -13,6 +13,7 @@ from conftest import train_small_model
 from fuzz_corpus import seed_corpus
 from PIL import Image
 from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
+from server_utils import wait_until
 
 from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
@@ -192,39 +193,62 @@ def test_concurrent_requests_match_sequential_ones(predictor, confident):
     assert got == expected
 
 
-def test_a_second_thread_reads_only_once_the_first_has_finished(predictor, confident,
-                                                               monkeypatch):
-    rng = np.random.default_rng(6)
-    first, second = (white_on_black_png(digit, rng) for digit in confident[0][:2])
-    expected = [predictor.predict_bytes(u).to_dict() for u in (first, second)]
+def _two_readings_at_once(predictor: Predictor, first: bytes, second: bytes, monkeypatch):
+    """Read ``first`` in one thread, held inside the network until released, and ``second``
+    with another ``Predictor`` of the same model (as during a model swap) in a second thread.
+
+    Returns whether the second reading reached the network while the first was held, and
+    both results (as dicts, with the model inputs).
+    """
+    other = Predictor(predictor.artifact)
     network = predictor.artifact.network
     classify = network.predict_proba_with_stats
     entered, release = [], threading.Event()
 
-    def held_open(x):  # the first reading waits inside the network until released
+    def held_open(x):
         entered.append(threading.current_thread().name)
         if len(entered) == 1:
-            assert release.wait(10)
+            release.wait(10)
         return classify(x)
 
     monkeypatch.setattr(network, "predict_proba_with_stats", held_open)
-    results = {}
+    results: dict[str, dict] = {}
     threads = [
-        threading.Thread(target=lambda u=u, name=name: results.update(
-            {name: predictor.predict_bytes(u).to_dict()}), name=name)
-        for name, u in (("first", first), ("second", second))
+        threading.Thread(target=lambda p=p, u=u, name=name: results.update(
+            {name: p.predict_bytes(u).to_dict(True)}), name=name)
+        for name, p, u in (("first", predictor, first), ("second", other, second))
     ]  # fmt: skip
-    threads[0].start()
-    while not entered:
-        threads[0].join(0.01)
-    threads[1].start()
-    threads[1].join(0.3)  # with two readings at once it would reach the network by now
-    assert entered == ["first"] and threads[1].is_alive()
-    release.set()
-    for thread in threads:
-        thread.join(10)
+    try:
+        threads[0].start()
+        assert wait_until(lambda: entered, 10)
+        threads[1].start()
+        # taking turns, the second reading cannot get there; in parallel it gets there at once
+        overlapped = wait_until(lambda: len(entered) == 2, 0.5)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(10)
     assert entered == ["first", "second"]
-    assert [results["first"], results["second"]] == expected
+    return overlapped, [results["first"], results["second"]]
+
+
+def test_character_sized_readings_take_turns(predictor, confident, monkeypatch):
+    rng = np.random.default_rng(6)
+    uploads = [white_on_black_png(digit, rng) for digit in confident[0][:2]]  # 28x28
+    expected = [predictor.predict_bytes(u).to_dict(True) for u in uploads]
+    overlapped, got = _two_readings_at_once(predictor, *uploads, monkeypatch)
+    assert not overlapped
+    assert got == expected
+
+
+def test_larger_images_read_in_parallel(predictor, confident, monkeypatch):
+    page = Image.fromarray((255 * (1 - confident[0][0])).astype(np.uint8)).resize((300, 300))
+    upload = _encode(page, "PNG")
+    assert predictor_module.TURN_PIXELS < 300 * 300
+    expected = predictor.predict_bytes(upload).to_dict(True)
+    overlapped, got = _two_readings_at_once(predictor, upload, upload, monkeypatch)
+    assert overlapped
+    assert got == [expected, expected]
 
 
 def test_an_optdigits_model_reads_uploads_through_its_own_scheme(small_model_path):
