@@ -189,16 +189,14 @@ class Predictor:
     def predict_bytes(
         self, data: bytes, *, top_k: int = 3, segment: str = "auto"
     ) -> PredictionResult:
-        """Decode, segment and classify one upload. Raises ``ImageError`` subclasses."""
-        gray, scale = self._decode(data)
-        with _turn(gray.size):
-            page = (_character_segments(ink_marks(gray), segment), scale)
-            return _raise_error(self._read([page], top_k, segment)[0])
+        """Decode, segment and classify one upload (``predict_many`` of it alone). Raises
+        ``ImageError`` subclasses."""
+        return _raise_error(self.predict_many([data], top_k=top_k, segment=segment)[0])
 
     def predict_many(
         self, uploads: Sequence[bytes], *, top_k: int = 3, segment: str = "auto"
     ) -> list[PredictionResult | ImageError]:
-        """``predict_bytes`` of every upload, or in its place the ``ImageError`` it raises.
+        """A result for every upload, or in its place the ``ImageError`` its reading raised.
 
         The results are those of one ``predict_bytes`` call per upload, up to float rounding
         of the batched matmuls (a near-tie may rarely go the other way). An MLP classifies the
