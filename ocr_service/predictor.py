@@ -25,7 +25,7 @@ from .preprocess import (
     InkMarks,
     NoInkError,
     decode_scaled,
-    ink_marks,
+    ink_marks_many,
     normalize_character,
 )
 from .segment import Segment, segment_ink
@@ -157,6 +157,22 @@ def _each(
     return done
 
 
+def _marks(
+    decoded: list[_Decoded], outcomes: list[PredictionResult | ImageError | None]
+) -> list[_Decoded]:
+    """``_each(ink_marks, decoded, outcomes)``, with the images of one size analysed
+    together (``ink_marks_many``)."""
+    found = ink_marks_many([gray for _, gray, _ in decoded])
+    marks = []
+    for (index, _, scale), outcome in zip(decoded, found, strict=True):
+        if isinstance(outcome, ImageError):
+            outcomes[index] = outcome
+        else:
+            marks.append((index, outcome, scale))
+    decoded.clear()
+    return marks
+
+
 def _raise_error(result: PredictionResult | ImageError) -> PredictionResult:
     if isinstance(result, ImageError):
         raise result
@@ -242,7 +258,7 @@ class Predictor:
         if not decoded:
             return
         with _turn(max(gray.size for _, gray, _ in decoded)):
-            marks = _each(ink_marks, decoded, outcomes)
+            marks = _marks(decoded, outcomes)
             pages = _each(lambda found: _character_segments(found, segment), marks, outcomes)
             pooled = [(segments, scale) for _, segments, scale in pages]
             results = self._read(pooled, top_k, segment)

@@ -35,11 +35,17 @@ from ocr_service import predictor as predictor_module  # noqa: E402
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.features import model_inputs  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
-from ocr_service.preprocess import decode_image, ink_from_gray, normalize_character  # noqa: E402
+from ocr_service.preprocess import (  # noqa: E402
+    decode_image,
+    ink_from_gray,
+    ink_marks_many,
+    normalize_character,
+)
 from ocr_service.segment import segment_ink  # noqa: E402
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"
+INK_BATCH_ROW = f"ink map of {BATCH} images together (ink_marks_many), per image"
 THREADED_ROWS = {
     True: ("2 threads at once, wall per upload", "2 threads at once, CPU per upload"),
     False: ("2 threads at once, no turns, wall per upload",
@@ -115,7 +121,8 @@ def main() -> None:
         "network": (network.predict_proba_with_stats, inputs),
         "total: predict_bytes": (predictor.predict_bytes, uploads),
     }
-    rows = [*steps, BATCH_ROW, *(row for pair in THREADED_ROWS.values() for row in pair)]
+    threaded = (row for pair in THREADED_ROWS.values() for row in pair)
+    rows = [*steps, INK_BATCH_ROW, BATCH_ROW, *threaded]
     times: dict[str, list[float]] = {name: [] for name in rows}
     with threadpool_limits(1):
         for u in uploads[:50]:  # warm-up
@@ -125,6 +132,10 @@ def main() -> None:
                 times[name].append(_median_ms(fn, items, args.repeat))
             per_batch = _median_ms(predictor.predict_many, batches, max(5, args.repeat // BATCH))
             times[BATCH_ROW].append(per_batch / BATCH)
+            per_stack = _median_ms(ink_marks_many, [grays[b * BATCH : (b + 1) * BATCH]
+                                                    for b in range(len(batches))],
+                                   max(5, args.repeat // BATCH))
+            times[INK_BATCH_ROW].append(per_stack / BATCH)
             for taking_turns, (wall_row, cpu_row) in THREADED_ROWS.items():
                 with _turns(taking_turns):
                     wall, cpu = _two_threads_ms(predictor, uploads, args.repeat)
