@@ -18,10 +18,10 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from .app import Service
 from .errors import ApiError, error_body
+from .image_errors import ImageError
 from .model_holder import ReloadError
 from .openapi import build_spec
 from .predictor import PredictionResult, Predictor
-from .preprocess import ImageError
 
 __all__ = ["ops", "v1"]
 

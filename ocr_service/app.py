@@ -20,9 +20,9 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Settings, load_settings
 from .errors import ApiError, error_body
+from .image_errors import ImageError
 from .metrics import Metrics
 from .model_holder import ModelHolder
-from .preprocess import ImageError
 
 __all__ = ["Service", "create_app"]
 

@@ -307,8 +307,8 @@ def predict_parser() -> argparse.ArgumentParser:
 
 
 def _run_predict(args: argparse.Namespace) -> None:
+    from .image_errors import ImageError
     from .predictor import Predictor
-    from .preprocess import ImageError
 
     predictor = Predictor(load_model(args.model))
     failures = 0

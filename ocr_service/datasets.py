@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import SCHEMES, ImageError, preprocess_bytes
+from .image_errors import ImageError
+from .preprocess import SCHEMES, preprocess_bytes
 
 DATASET_NAMES = ("digits", "mnist5k", "idx", "openml", "folder")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))

@@ -21,10 +21,10 @@ from PIL import Image, ImageDraw
 
 from .config import Settings
 from .errors import ApiError
+from .image_errors import ImageError
 from .metrics import Metrics
 from .model_store import default_model_path, load_model, strip_suffix
 from .predictor import Predictor
-from .preprocess import ImageError
 
 __all__ = ["ModelHolder", "ReloadError"]
 

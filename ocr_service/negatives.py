@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .preprocess import ImageError, crop_to_ink, normalize_character
+from .image_errors import ImageError
+from .preprocess import crop_to_ink, normalize_character
 
 __all__ = ["PAIR_FRACTION", "among_classes", "make_negatives"]
 

@@ -17,17 +17,10 @@ from typing import Any
 import numpy as np
 
 from .features import model_inputs
+from .image_errors import ImageError, NoInkError
+from .ink import InkMarks, ink_marks_many
 from .negatives import among_classes
-from .preprocess import (
-    ANALYSIS_PIXELS,
-    DEFAULT_MAX_PIXELS,
-    ImageError,
-    InkMarks,
-    NoInkError,
-    decode_scaled,
-    ink_marks_many,
-    normalize_character,
-)
+from .preprocess import ANALYSIS_PIXELS, DEFAULT_MAX_PIXELS, decode_scaled, normalize_character
 from .segment import Segment, segment_ink
 
 __all__ = ["REJECT", "CharacterResult", "PredictionResult", "Predictor"]

@@ -16,7 +16,8 @@ from itertools import pairwise
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import InkMarks, TooManyCharactersError
+from .image_errors import TooManyCharactersError
+from .ink import InkMarks
 
 __all__ = ["MODES", "Segment", "segment_ink"]
 

@@ -34,13 +34,9 @@ from renderings import white_on_black_png  # noqa: E402
 from ocr_service import predictor as predictor_module  # noqa: E402
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.features import model_inputs  # noqa: E402
+from ocr_service.ink import ink_from_gray, ink_marks_many  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
-from ocr_service.preprocess import (  # noqa: E402
-    decode_image,
-    ink_from_gray,
-    ink_marks_many,
-    normalize_character,
-)
+from ocr_service.preprocess import decode_image, normalize_character  # noqa: E402
 from ocr_service.segment import segment_ink  # noqa: E402
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)

@@ -25,8 +25,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from renderings import RENDERINGS, render_string  # noqa: E402
 
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
+from ocr_service.image_errors import ImageError  # noqa: E402
 from ocr_service.predictor import REJECT, Predictor  # noqa: E402
-from ocr_service.preprocess import ImageError  # noqa: E402
 
 
 def _read(predictor: Predictor, data: bytes) -> tuple[str, float]:

@@ -24,13 +24,9 @@ from PIL import Image, ImageDraw
 from server_utils import running_server
 
 from ocr_service.app import create_app
+from ocr_service.image_errors import ImageError, ImageTooLargeError, UnsupportedImageError
 from ocr_service.predictor import Predictor
-from ocr_service.preprocess import (
-    ImageError,
-    ImageTooLargeError,
-    UnsupportedImageError,
-    preprocess_bytes,
-)
+from ocr_service.preprocess import preprocess_bytes
 
 #: slowest case allowed (seconds): far below gunicorn's 30 s timeout, so no input can stall
 #: a worker thread for long

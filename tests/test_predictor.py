@@ -18,9 +18,9 @@ from server_utils import wait_until
 from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.features import model_inputs
+from ocr_service.image_errors import ImageError, NoInkError, TooManyCharactersError
 from ocr_service.model_store import load_model, save_model
 from ocr_service.predictor import REJECT, CharacterResult, Predictor
-from ocr_service.preprocess import ImageError, NoInkError, TooManyCharactersError
 from ocr_service.training import TrainConfig, train
 
 

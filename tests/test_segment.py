@@ -7,7 +7,8 @@ import pytest
 from renderings import inside_and_covering, render_string
 
 from ocr_service.datasets import load_dataset, split_dataset
-from ocr_service.preprocess import decode_image, ink_from_gray, ink_marks
+from ocr_service.ink import ink_from_gray, ink_marks
+from ocr_service.preprocess import decode_image
 from ocr_service.segment import segment_ink
 
 
@@ -158,7 +159,7 @@ def test_rendered_digit_strings_segment_into_their_digits():
 
 
 def test_an_upload_of_thousands_of_dots_is_refused_quickly():
-    from ocr_service.preprocess import TooManyCharactersError
+    from ocr_service.image_errors import TooManyCharactersError
     from ocr_service.segment import MAX_COMPONENTS
 
     ink = np.zeros((600, 600), np.float32)
@@ -169,7 +170,7 @@ def test_an_upload_of_thousands_of_dots_is_refused_quickly():
 
 
 def test_too_many_characters_after_merging_are_refused():
-    from ocr_service.preprocess import TooManyCharactersError
+    from ocr_service.image_errors import TooManyCharactersError
     from ocr_service.segment import MAX_CHARACTERS
 
     ink = np.zeros((20, 12 * (MAX_CHARACTERS + 5)), np.float32)

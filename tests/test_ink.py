@@ -1,0 +1,88 @@
+"""Ink maps and marks: ink against paper in either polarity, strokes labelled, specks and
+page frames dropped, and a stack of images read exactly as each image alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.image_errors import NoInkError
+from ocr_service.ink import ink_from_gray, ink_marks, ink_marks_many
+
+
+@pytest.fixture(scope="module")
+def digits() -> np.ndarray:
+    """One held-out mnist5k test digit of each class: (10, 28, 28), ink = 1."""
+    images, labels = split_dataset(load_dataset("mnist5k"), seed=0, test_fraction=0.2).test
+    return images[[int(np.flatnonzero(labels == c)[0]) for c in range(10)]]
+
+
+def test_ink_map_is_zero_on_paper_and_one_in_strokes():
+    gray = np.full((100, 100), 0.9, np.float32)
+    gray[20:80, 45:55] = 0.2
+    ink = ink_from_gray(gray)
+    assert ink[50, 50] == pytest.approx(1.0)
+    assert ink[5, 5] == 0.0 and ink[50, 20] == 0.0
+
+
+def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
+    gray = np.full((120, 200), 0.9, np.float32)
+    gray[20:100, 30:40] = 0.1  # a 1
+    gray[20:30, 80:140] = 0.1  # a 7's bar ...
+    gray[30:100, 130:140] = 0.1  # ... and its stem, touching it
+    gray[60:62, 170:172] = 0.1  # a speck: not ink
+    marks = ink_marks(gray)
+    np.testing.assert_array_equal(marks.ink, ink_from_gray(gray))
+    assert marks.count == 2
+    assert set(np.unique(marks.labels)) == {0, marks.labels[50, 35], marks.labels[25, 100]}
+    assert marks.labels[50, 35] != marks.labels[25, 100] == marks.labels[90, 135]
+    np.testing.assert_array_equal(marks.labels > 0, marks.ink > 0)  # the speck is paper
+
+
+def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
+    """Three 120x160 pages (large enough for a local paper level): a stroke inside the dark
+    band of a table on three sides, the same page in the other polarity, and a blank one."""
+    page = np.full((120, 160), 0.9, np.float32) + rng.normal(0, 0.01, (120, 160)).astype(
+        np.float32)
+    page[:8], page[:, :8], page[-8:] = 0.1, 0.1, 0.1
+    page[40:90, 70:76] = 0.15
+    return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32)]
+
+
+def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
+    rng = np.random.default_rng(3)
+    specks = np.full((28, 28), 0.9, np.float32)
+    specks[4, 4] = specks[20, 9] = 0.1
+    grays = [*digits, *(1.0 - digits)]  # 28x28, both polarities
+    grays += [np.full((28, 28), 0.5, np.float32), specks,  # blank; only specks
+              rng.random((28, 28)).astype(np.float32),  # noise
+              (0.5 + 0.03 * (rng.random((28, 28)) > 0.9)).astype(np.float32)]  # faint
+    grays += _pages_with_a_frame(rng)
+    grays.append(1.0 - np.pad(digits[3], ((5, 9), (2, 30))))  # a shape of its own
+    order = rng.permutation(len(grays))
+    grays = [grays[i] for i in order]
+
+    found = ink_marks_many(grays)
+
+    messages = set()
+    for gray, got in zip(grays, found, strict=True):
+        try:
+            expected = ink_marks(gray)
+        except NoInkError as exc:
+            assert type(got) is NoInkError and str(got) == str(exc)
+            messages.add(str(exc))
+            continue
+        assert got.count == expected.count
+        assert got.ink.dtype == expected.ink.dtype and got.labels.dtype == expected.labels.dtype
+        np.testing.assert_array_equal(got.ink, expected.ink)
+        np.testing.assert_array_equal(got.labels, expected.labels)
+    assert len(messages) == 3  # no visible writing, blank or noise, only specks
+    framed = found[int(np.flatnonzero(order == 2 * len(digits) + 4)[0])]
+    assert framed.count == 1 and framed.ink[2, 80] == 0.0 and framed.ink[60, 72] > 0.5
+
+
+def test_ink_marks_many_takes_only_grayscale_images():
+    assert ink_marks_many([]) == []
+    with pytest.raises(ValueError, match="grayscale"):
+        ink_marks_many([np.zeros((28, 28, 3), np.float32)])
