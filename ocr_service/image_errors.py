@@ -17,34 +17,34 @@ __all__ = [
 
 
 class ImageError(Exception):
-    """An upload that cannot be turned into a model input; carries its HTTP status and code."""
+    """An upload that cannot be turned into a model input; carries its HTTP status and code.
+
+    Each kind states both in its class line: ``class X(ImageError, status=..., code=...)``.
+    """
 
     status = 400
     code = "bad_image"
 
-
-class CorruptImageError(ImageError):
-    status = 400
-    code = "bad_image"
-
-
-class ImageTooLargeError(ImageError):
-    status = 413
-    code = "too_large"
+    def __init_subclass__(cls, *, status: int, code: str, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status, cls.code = status, code
 
 
-class UnsupportedImageError(ImageError):
-    status = 415
-    code = "unsupported_media_type"
+class CorruptImageError(ImageError, status=400, code="bad_image"):
+    """Empty bytes, or an allowed format's signature with data that does not decode."""
 
 
-class NoInkError(ImageError):
-    status = 422
-    code = "no_ink"
+class ImageTooLargeError(ImageError, status=413, code="too_large"):
+    """More pixels than the limit: refused from the header, before any decoding."""
 
 
-class TooManyCharactersError(ImageError):
+class UnsupportedImageError(ImageError, status=415, code="unsupported_media_type"):
+    """A recognisable image or document of a type that is not accepted (TIFF, PDF...)."""
+
+
+class NoInkError(ImageError, status=422, code="no_ink"):
+    """Nothing that reads as writing: a blank page, noise, too little contrast, specks."""
+
+
+class TooManyCharactersError(ImageError, status=422, code="too_many_characters"):
     """More ink components or characters than one upload may hold (a cost limit)."""
-
-    status = 422
-    code = "too_many_characters"
