@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ocr_service import ink
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.image_errors import NoInkError
 from ocr_service.ink import ink_from_gray, ink_marks, ink_marks_many
@@ -86,3 +87,15 @@ def test_ink_marks_many_takes_only_grayscale_images():
     assert ink_marks_many([]) == []
     with pytest.raises(ValueError, match="grayscale"):
         ink_marks_many([np.zeros((28, 28, 3), np.float32)])
+
+
+def test_ink_marks_many_bounds_each_stack(digits, monkeypatch):
+    stacks = []
+    real = ink._stack_marks
+    monkeypatch.setattr(ink, "STACK_PIXELS", 3 * 28 * 28)
+    monkeypatch.setattr(ink, "_stack_marks", lambda stack, *a: stacks.append(len(stack))
+                        or real(stack, *a))  # fmt: skip
+    found = ink_marks_many(list(digits[:7]))
+    assert stacks == [3, 3]  # and the seventh image alone, through ink_marks
+    for digit, got in zip(digits[:7], found, strict=True):
+        np.testing.assert_array_equal(got.labels, ink_marks(digit).labels)
