@@ -19,15 +19,21 @@ __all__ = [
 class ImageError(Exception):
     """An upload that cannot be turned into a model input; carries its HTTP status and code.
 
-    Each kind states both in its class line: ``class X(ImageError, status=..., code=...)``.
+    Each kind states both in its class line: ``class X(ImageError, status=..., code=...)``;
+    a subclass without them keeps its parent's.
     """
 
     status = 400
     code = "bad_image"
 
-    def __init_subclass__(cls, *, status: int, code: str, **kwargs: object) -> None:
+    def __init_subclass__(
+        cls, *, status: int | None = None, code: str | None = None, **kwargs: object
+    ) -> None:
         super().__init_subclass__(**kwargs)
-        cls.status, cls.code = status, code
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
 
 class CorruptImageError(ImageError, status=400, code="bad_image"):

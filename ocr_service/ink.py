@@ -331,7 +331,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     strong_area[_stack_frames(labels, owner)] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
-    min_area = np.maximum(max(3.0, 1e-4 * h * w), 0.04 * largest)
+    min_area = np.maximum(max(3.0, 1e-4 * (h * w)), 0.04 * largest)  # as ink_marks rounds it
     keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
     kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
 

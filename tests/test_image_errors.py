@@ -28,3 +28,10 @@ def test_each_upload_error_has_its_status_and_code(error, status, code):
     exc = error("what went wrong")
     assert isinstance(exc, ImageError)
     assert (exc.status, exc.code, str(exc)) == (status, code, "what went wrong")
+
+
+def test_a_narrower_error_keeps_its_parents_status_and_code():
+    class BlankPageError(NoInkError):
+        pass
+
+    assert (BlankPageError.status, BlankPageError.code) == (422, "no_ink")

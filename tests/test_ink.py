@@ -42,13 +42,15 @@ def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
 
 
 def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
-    """Three 120x160 pages (large enough for a local paper level): a stroke inside the dark
-    band of a table on three sides, the same page in the other polarity, and a blank one."""
+    """Four 120x160 pages (large enough for a local paper level): a stroke inside the dark
+    band of a table on three sides, the same page in the other polarity, a blank one, and
+    the band alone (all the ink there is, so no frame)."""
     page = np.full((120, 160), 0.9, np.float32) + rng.normal(0, 0.01, (120, 160)).astype(
         np.float32)
     page[:8], page[:, :8], page[-8:] = 0.1, 0.1, 0.1
+    band = page.copy()
     page[40:90, 70:76] = 0.15
-    return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32)]
+    return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32), band]
 
 
 def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
@@ -81,6 +83,8 @@ def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
     assert len(messages) == 3  # no visible writing, blank or noise, only specks
     framed = found[int(np.flatnonzero(order == 2 * len(digits) + 4)[0])]
     assert framed.count == 1 and framed.ink[2, 80] == 0.0 and framed.ink[60, 72] > 0.5
+    band = found[int(np.flatnonzero(order == 2 * len(digits) + 7)[0])]
+    assert band.count == 1 and band.ink[2, 80] > 0.5
 
 
 def test_ink_marks_many_takes_only_grayscale_images():
@@ -99,3 +103,64 @@ def test_ink_marks_many_bounds_each_stack(digits, monkeypatch):
     assert stacks == [3, 3]  # and the seventh image alone, through ink_marks
     for digit, got in zip(digits[:7], found, strict=True):
         np.testing.assert_array_equal(got.labels, ink_marks(digit).labels)
+
+
+def _random_page(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Paper of a random level and noise with a few blocks of random grey: sometimes
+    quantised to eighths (ties at every threshold), sometimes inverted."""
+    h, w = shape
+    page = np.full(shape, rng.uniform(0.3, 1.0)) + rng.normal(0, rng.uniform(0, 0.05), shape)
+    for _ in range(rng.integers(0, 6)):
+        y, x = rng.integers(0, h), rng.integers(0, w)
+        page[y : y + rng.integers(1, h // 2 + 2), x : x + rng.integers(1, w // 3 + 2)] = (
+            rng.uniform(0, 1))
+    if rng.random() < 0.3:
+        page = np.round(page * 8) / 8
+    page = np.clip(page, 0, 1).astype(np.float32)
+    return 1.0 - page if rng.random() < 0.5 else page
+
+
+def _at_the_threshold(top: float, k: int) -> np.ndarray | None:
+    """A 28x28 page with ink at ``top`` and a block exactly at float32 of Otsu's threshold
+    when it falls in bin ``k``, where float32 and float64 disagree about that block: only
+    thresholds compared in float32, as ``ink_marks`` compares them, keep it on one side."""
+    threshold = (k + 1) * (top / 256.0)
+    level = np.float32(threshold)
+    if float(level) == threshold or int(level * np.float32(255.0 / top)) != k:
+        return None
+    page = np.zeros((28, 28), np.float32)
+    page[2:12, 3:6] = level
+    page[14:24, 10:14] = top
+    return page
+
+
+def _assert_same_as_alone(grays: list[np.ndarray]) -> None:
+    for gray, got in zip(grays, ink_marks_many(grays), strict=True):
+        try:
+            expected = ink_marks(gray)
+        except NoInkError as exc:
+            assert type(got) is NoInkError and str(got) == str(exc)
+            continue
+        assert isinstance(got, ink.InkMarks) and got.count == expected.count
+        np.testing.assert_array_equal(got.ink, expected.ink)
+        np.testing.assert_array_equal(got.labels, expected.labels)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (5, 40), (64, 65), (300, 200)])
+def test_ink_marks_many_matches_ink_marks_on_random_pages(shape):
+    rng = np.random.default_rng(sum(shape))
+    _assert_same_as_alone([_random_page(rng, shape) for _ in range(12)])
+
+
+def test_ink_marks_many_matches_ink_marks_at_exact_thresholds():
+    pages = [page for top in (0.61, 0.7, 0.77, 0.9, 0.93) for k in range(20, 200, 3)
+             if (page := _at_the_threshold(top, k)) is not None]
+    assert len(pages) >= 20
+    _assert_same_as_alone(pages + [1.0 - p for p in pages])
+
+
+def test_ink_marks_many_keeps_a_mark_exactly_at_the_minimum_area():
+    page = np.full((300, 200), 0.9, np.float32)
+    page[100:102, 50:53] = 0.1  # 6 pixels, exactly 1e-4 of the page: kept
+    assert ink_marks(page).count == 1
+    _assert_same_as_alone([page, page.copy()])
