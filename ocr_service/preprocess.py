@@ -202,6 +202,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
 def crop_to_ink(ink: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Tight crop of the nonzero pixels and its box ``(x, y, w, h)``; raises ``NoInkError``."""
+    if ink.size and ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any():
+        return ink, (0, 0, ink.shape[1], ink.shape[0])  # already tight, as segments are
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     if rows.size == 0:
@@ -240,13 +242,13 @@ def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
     when shrunk to 20 px.
     """
     mask = crop > 0.5
-    area = int(mask.sum())
+    area = np.count_nonzero(mask)
     if area == 0:
         return crop
     # Pixels on the crop's border are boundary pixels; inside, those with all 4 neighbours.
     inner = mask[1:-1, 1:-1]
     interior = inner & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    boundary = area - int(interior.sum())
+    boundary = area - np.count_nonzero(interior)
     width = 2.0 * area / max(boundary, 1)
     missing = target * max(crop.shape) - width
     if missing < 1.0:

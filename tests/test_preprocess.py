@@ -19,7 +19,7 @@ from ocr_service.image_errors import (
     NoInkError,
     UnsupportedImageError,
 )
-from ocr_service.preprocess import decode_image, normalize_character, preprocess_bytes
+from ocr_service.preprocess import crop_to_ink, decode_image, normalize_character, preprocess_bytes
 
 # Golden tolerance: mean absolute difference per pixel (values in [0, 1]) between the model
 # input of a rendering and the original MNIST array, allowing a one-pixel shift (centring
@@ -306,3 +306,15 @@ def test_bad_bytes_raise_the_right_error(data, error, status, code):
     assert isinstance(info.value, ImageError)
     assert (info.value.status, info.value.code) == (status, code)
     assert str(info.value)
+
+
+def test_crop_to_ink_finds_the_box_of_the_ink():
+    ring = np.zeros((5, 7), np.float32)
+    ring[0, 3] = ring[4, 1] = ring[2, 0] = ring[3, 6] = 1.0  # ink on every side, not corners
+    crop, box = crop_to_ink(ring)
+    assert box == (0, 0, 7, 5) and crop.shape == (5, 7)
+    crop, box = crop_to_ink(np.pad(ring, ((2, 1), (4, 3))))
+    assert box == (4, 2, 7, 5)
+    np.testing.assert_array_equal(crop, ring)
+    with pytest.raises(NoInkError):
+        crop_to_ink(np.zeros((4, 4), np.float32))
