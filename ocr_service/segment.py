@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
 
@@ -270,12 +270,12 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]
             region = labels[g.y0 : g.y1, g.x0 : g.x1]
             mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
             own = np.where(mine, ink_map[g.y0 : g.y1, g.x0 : g.x1], 0.0)
-            seg = _crop(own, g.x0, g.y0, line_no)
-            if seg is None:
-                continue
             ref = round(max(g.height, line_height))
             # Touching characters are as tall as their line: a long low stroke (a dash, an
             # underline) is one mark, not a row of characters.
             wide = g.width > WIDE * ref and 2 * g.height >= ref
-            segments.append(replace(seg, wide=wide, ref_height=ref, line_size=line_size))
+            # A group's box is the union of its marks' boxes, and every labelled pixel has
+            # ink: its ink touches all four sides already, with nothing to crop.
+            box = (g.x0, g.y0, g.width, g.height)
+            segments.append(Segment(own, box, line_no, ref, wide=wide, line_size=line_size))
     return segments
