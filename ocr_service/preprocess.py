@@ -137,8 +137,13 @@ def _upright(img: Image.Image) -> Image.Image:
         return img
 
 
-#: float32 gray level of each 8-bit value (one lookup instead of a conversion and a multiply)
-_GRAY_LEVELS = np.arange(256, dtype=np.float32) * np.float32(1 / 255)
+def _levels(img: Image.Image) -> np.ndarray:
+    """An 8-bit image's values as float32 levels in [0, 1] (H, W).
+
+    One float32 multiply per pixel: a 256-entry lookup table gives the same values but took
+    2x as long on a 28x28 upload and 10x on a 280x280 canvas (the gather).
+    """
+    return np.multiply(np.asarray(img), np.float32(1 / 255), dtype=np.float32)
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -154,13 +159,13 @@ def _to_gray(img: Image.Image) -> np.ndarray:
     if not _has_alpha(img):
         if img.mode != "L":
             img = img.convert("L")
-        return _GRAY_LEVELS[np.asarray(img)]
+        return _levels(img)
     rgba = img.convert("RGBA")
-    gray = _GRAY_LEVELS[np.asarray(rgba.convert("L"))]
+    gray = _levels(rgba.convert("L"))
     alpha_band = rgba.getchannel("A")
     if alpha_band.getextrema() == (255, 255):  # opaque (the drawing page's canvas): no paper
         return gray
-    alpha = _GRAY_LEVELS[np.asarray(alpha_band)]
+    alpha = _levels(alpha_band)
     weight = alpha.sum()
     if weight == 0.0:
         return np.ones_like(gray)
