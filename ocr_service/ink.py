@@ -35,6 +35,17 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[..., :: size // 65536] if size > 2 * 65536 else values
 
 
+def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
+    """Zero the ink and labels of every pixel whose mark ``keep`` (bool per label; label 0,
+    paper, is never kept) drops.
+
+    Usually every mark is kept and paper is all there is to drop: one comparison (7 against
+    230 us on a 280x280 canvas). Otherwise ``take``, a third of indexing's time."""
+    dropped = labels == 0 if keep[1:].all() else ~np.take(keep, labels)
+    ink[dropped] = 0.0
+    labels[dropped] = 0
+
+
 def _rank(q: float, n: int) -> int:
     return min(int(q * n), n - 1)
 
@@ -247,9 +258,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
         raise NoInkError(_ONLY_SPECKS)
     ink = x * np.float32(1.0 / ink_level)
     np.minimum(ink, 1.0, out=ink)
-    dropped = ~keep[labels]
-    ink[dropped] = 0.0
-    labels[dropped] = 0
+    _drop(ink, labels, keep)
     return InkMarks(ink, labels, int(np.count_nonzero(keep)))
 
 
@@ -337,9 +346,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
 
     ink = x * (1.0 / np.where(blank, 1.0, ink_level)).astype(np.float32)[:, None, None]
     np.minimum(ink, 1.0, out=ink)
-    dropped = ~keep[labels]
-    ink[dropped] = 0.0
-    labels[dropped] = 0
+    _drop(ink, labels, keep)
     np.subtract(labels, firsts[:, None, None], out=labels, where=labels > 0)
     return [
         InkMarks(ink[i], labels[i], kept[i]) if kept[i]
