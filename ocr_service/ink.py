@@ -35,17 +35,6 @@ def _sample(values: np.ndarray) -> np.ndarray:
     return values[..., :: size // 65536] if size > 2 * 65536 else values
 
 
-def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
-    """Zero the ink and labels of every pixel whose mark ``keep`` (bool per label; label 0,
-    paper, is never kept) drops.
-
-    Usually every mark is kept and paper is all there is to drop: one comparison (7 against
-    230 us on a 280x280 canvas). Otherwise ``take``, a third of indexing's time."""
-    dropped = labels == 0 if keep[1:].all() else ~np.take(keep, labels)
-    ink[dropped] = 0.0
-    labels[dropped] = 0
-
-
 def _rank(q: float, n: int) -> int:
     return min(int(q * n), n - 1)
 
@@ -61,14 +50,16 @@ def _quantiles(values: np.ndarray, *qs: float) -> list[float]:
     return [float(part[k]) for k in ks]
 
 
-#: Rows up to this long are sorted whole in ``_row_quantiles``; longer ones partitioned.
-_SORTED_ROW = 4096
+#: Images of up to this many pixels are small: per numpy call, the fixed cost outweighs the
+#: work, so a stack of them is handled in whole-stack calls (one sort of every row in
+#: ``_row_quantiles``, one labelling call in ``_label``); larger ones image by image.
+_SMALL_IMAGE = 4096
 
 
 def _row_quantiles(values: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray:
     """``_quantiles(row[keep], q)`` of every row of ``values`` and ``mask`` (N, S): float64
     (N,), 0 for a row with nothing masked."""
-    if values.shape[1] > _SORTED_ROW:
+    if values.shape[1] > _SMALL_IMAGE:
         chosen = (row[keep] for row, keep in zip(values, mask, strict=True))
         return np.array([_quantiles(v, q)[0] if v.size else 0.0 for v in chosen])
     # One sort of all rows, the masked values first in each: short rows have no subsample.
@@ -79,20 +70,25 @@ def _row_quantiles(values: np.ndarray, mask: np.ndarray, q: float) -> np.ndarray
     return np.where(counts > 0, picked, 0.0)
 
 
+def _otsu_bins(hist: np.ndarray, step: float | np.ndarray) -> np.ndarray:
+    """Otsu's split of each histogram ``hist`` (..., 256) float64 whose bins are ``step``
+    wide (a float, or (..., 1)): how many bins (int, (...)) fall below the threshold."""
+    w0 = np.cumsum(hist, axis=-1)
+    m0 = np.cumsum(hist * (_BIN_CENTRES * step), axis=-1)
+    total, mean_total = w0[..., -1:], m0[..., -1:]
+    weights = w0 * (total - w0)
+    # An empty class (weights 0) cannot be the split: -1 is below every real score.
+    between = np.divide((mean_total * w0 - m0 * total) ** 2, weights,
+                        out=np.full(hist.shape, -1.0), where=weights > 0)
+    return np.argmax(between, axis=-1) + 1
+
+
 def _otsu(values: np.ndarray, top: float) -> float:
     """Otsu's threshold of ``values`` (1-D, in [0, top])."""
     hist = np.bincount(
         np.minimum((values * (255.0 / top)).astype(np.intp), 255), minlength=256
     ).astype(np.float64)
-    w0 = np.cumsum(hist)
-    m0 = np.cumsum(hist * (_BIN_CENTRES * (top / 256.0)))
-    total, mean_total = w0[-1], m0[-1]
-    weights = w0 * (total - w0)
-    # An empty class (weights 0) cannot be the split: -1 is below every real score.
-    between = np.divide(
-        (mean_total * w0 - m0 * total) ** 2, weights, out=np.full(256, -1.0), where=weights > 0
-    )
-    return float((np.argmax(between) + 1) * (top / 256.0))
+    return float(_otsu_bins(hist, top / 256.0) * (top / 256.0))
 
 
 def _row_otsu(x: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -102,14 +98,7 @@ def _row_otsu(x: np.ndarray, top: np.ndarray) -> np.ndarray:
     bins = np.minimum((x * (255.0 / top).astype(np.float32)[:, None]).astype(np.intp), 255)
     bins += np.arange(0, 256 * n, 256)[:, None]
     hist = np.bincount(bins[x > 0], minlength=256 * n).reshape(n, 256).astype(np.float64)
-    w0 = np.cumsum(hist, axis=1)
-    m0 = np.cumsum(hist * (_BIN_CENTRES * (top[:, None] / 256.0)), axis=1)
-    total, mean_total = w0[:, -1:], m0[:, -1:]
-    weights = w0 * (total - w0)
-    # An empty class (weights 0) cannot be the split: -1 is below every real score.
-    between = np.divide((mean_total * w0 - m0 * total) ** 2, weights,
-                        out=np.full((n, 256), -1.0), where=weights > 0)
-    return (np.argmax(between, axis=1) + 1) * (top / 256.0)
+    return _otsu_bins(hist, top[:, None] / 256.0) * (top / 256.0)
 
 
 #: Images with a shorter side than this get one paper level, larger ones a local level.
@@ -134,7 +123,6 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     return np.asarray(smooth, dtype=np.float32)
 
 
-
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 #: 8-connectivity within each image of a stack (N, H, W), none between images
 _STACK_EIGHT = np.zeros((3, 3, 3), bool)
@@ -145,7 +133,7 @@ def _label(ink: np.ndarray) -> np.ndarray:
     """8-connected components (N, H, W) int32 of a stack of masks, numbered 1.. in raster
     order through the stack (each image's after the previous image's)."""
     h, w = ink.shape[1:]
-    if h * w <= _SORTED_ROW:  # small images: one call for the stack, the overhead once
+    if h * w <= _SMALL_IMAGE:
         return ndimage.label(ink, structure=_STACK_EIGHT)[0]
     # A 3-D structure costs large images a third more than a 2-D one.
     labels = np.empty(ink.shape, np.int32)
@@ -188,6 +176,17 @@ def _stack_frames(labels: np.ndarray, owner: np.ndarray) -> np.ndarray:
     framed = (np.bincount(owner[frame], minlength=n) > 0) & (
         np.bincount(owner[free], minlength=n) > 0)
     return np.concatenate(([False], frame & framed[owner]))
+
+
+def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
+    """Zero the ink and labels of every pixel whose mark ``keep`` (bool per label; label 0,
+    paper, is never kept) drops.
+
+    Usually every mark is kept and paper is all there is to drop: one comparison (7 against
+    230 us on a 280x280 canvas). Otherwise ``take``, a third of indexing's time."""
+    dropped = labels == 0 if keep[1:].all() else ~np.take(keep, labels)
+    ink[dropped] = 0.0
+    labels[dropped] = 0
 
 
 _NO_WRITING = "no ink found: the image has no visible writing"
