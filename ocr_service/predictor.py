@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -126,6 +126,8 @@ def _character_segments(marks: InkMarks, segment: str) -> list[Segment]:
     return segments
 
 
+_T = TypeVar("_T")
+
 #: one decoded upload: its index in the batch, grayscale image (or a later step's result of
 #: it) and scale
 _Decoded = tuple[int, Any, tuple[float, float]]
@@ -155,18 +157,11 @@ def _marks(
 ) -> list[_Decoded]:
     """``_each(ink_marks, decoded, outcomes)``, with the images of one size analysed
     together (``ink_marks_many``)."""
-    found = ink_marks_many([gray for _, gray, _ in decoded])
-    marks = []
-    for (index, _, scale), outcome in zip(decoded, found, strict=True):
-        if isinstance(outcome, ImageError):
-            outcomes[index] = outcome
-        else:
-            marks.append((index, outcome, scale))
-    decoded.clear()
-    return marks
+    found = iter(ink_marks_many([gray for _, gray, _ in decoded]))
+    return _each(lambda _: _raise_error(next(found)), decoded, outcomes)
 
 
-def _raise_error(result: PredictionResult | ImageError) -> PredictionResult:
+def _raise_error(result: _T | ImageError) -> _T:
     if isinstance(result, ImageError):
         raise result
     return result
