@@ -53,6 +53,25 @@ def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
     return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32), band]
 
 
+def _assert_same_as_alone(grays: list[np.ndarray]) -> tuple[list, set[str]]:
+    """``ink_marks_many(grays)``, checked against ``ink_marks`` of each image alone; returns
+    it and the messages of the errors it gave."""
+    found = ink_marks_many(grays)
+    messages = set()
+    for gray, got in zip(grays, found, strict=True):
+        try:
+            expected = ink_marks(gray)
+        except NoInkError as exc:
+            assert type(got) is NoInkError and str(got) == str(exc)
+            messages.add(str(exc))
+            continue
+        assert isinstance(got, ink.InkMarks) and got.count == expected.count
+        assert got.ink.dtype == expected.ink.dtype and got.labels.dtype == expected.labels.dtype
+        np.testing.assert_array_equal(got.ink, expected.ink)
+        np.testing.assert_array_equal(got.labels, expected.labels)
+    return found, messages
+
+
 def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
     rng = np.random.default_rng(3)
     specks = np.full((28, 28), 0.9, np.float32)
@@ -66,20 +85,8 @@ def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
     order = rng.permutation(len(grays))
     grays = [grays[i] for i in order]
 
-    found = ink_marks_many(grays)
+    found, messages = _assert_same_as_alone(grays)
 
-    messages = set()
-    for gray, got in zip(grays, found, strict=True):
-        try:
-            expected = ink_marks(gray)
-        except NoInkError as exc:
-            assert type(got) is NoInkError and str(got) == str(exc)
-            messages.add(str(exc))
-            continue
-        assert got.count == expected.count
-        assert got.ink.dtype == expected.ink.dtype and got.labels.dtype == expected.labels.dtype
-        np.testing.assert_array_equal(got.ink, expected.ink)
-        np.testing.assert_array_equal(got.labels, expected.labels)
     assert len(messages) == 3  # no visible writing, blank or noise, only specks
     framed = found[int(np.flatnonzero(order == 2 * len(digits) + 4)[0])]
     assert framed.count == 1 and framed.ink[2, 80] == 0.0 and framed.ink[60, 72] > 0.5
@@ -132,18 +139,6 @@ def _at_the_threshold(top: float, k: int) -> np.ndarray | None:
     page[2:12, 3:6] = level
     page[14:24, 10:14] = top
     return page
-
-
-def _assert_same_as_alone(grays: list[np.ndarray]) -> None:
-    for gray, got in zip(grays, ink_marks_many(grays), strict=True):
-        try:
-            expected = ink_marks(gray)
-        except NoInkError as exc:
-            assert type(got) is NoInkError and str(got) == str(exc)
-            continue
-        assert isinstance(got, ink.InkMarks) and got.count == expected.count
-        np.testing.assert_array_equal(got.ink, expected.ink)
-        np.testing.assert_array_equal(got.labels, expected.labels)
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (5, 40), (64, 65), (300, 200)])
