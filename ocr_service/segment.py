@@ -29,6 +29,9 @@ MAX_CHARACTERS = 128
 # Characters wider than this times their line's character height may be several touching
 # characters (a narrow 1 touching an 8 is no wider than one 0).
 WIDE = 0.7
+#: A band of writing taller than this many character heights holds several rows: one
+#: character set off by a whole character height from its neighbours still reads as a row.
+TALL_BAND = 2.5
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -127,7 +130,22 @@ def _merge(groups: list[_Group], same: Callable[[_Group, _Group], bool]) -> list
     return groups
 
 
-def _lines(groups: list[_Group]) -> list[list[_Group]]:
+def _bands(groups: list[_Group]) -> list[list[_Group]]:
+    """Groups whose row spans chain together by overlapping, top to bottom: rows of writing
+    separated by bands of paper. A character sitting higher or lower than its neighbours
+    (a wobbling baseline) still overlaps them, so its row stays one band."""
+    bands: list[tuple[int, list[_Group]]] = []
+    for g in sorted(groups, key=lambda g: g.y0):
+        if bands and g.y0 < bands[-1][0]:
+            bottom, members = bands[-1]
+            members.append(g)
+            bands[-1] = (max(bottom, g.y1), members)
+        else:
+            bands.append((g.y1, [g]))
+    return [members for _, members in bands]
+
+
+def _overlap_lines(groups: list[_Group]) -> list[list[_Group]]:
     """Group characters whose row spans overlap by at least half the smaller height."""
     lines: list[tuple[int, int, list[_Group]]] = []
     for g in sorted(groups, key=lambda g: (g.y0 + g.y1) / 2):
@@ -139,7 +157,22 @@ def _lines(groups: list[_Group]) -> list[list[_Group]]:
         else:
             lines.append((g.y0, g.y1, [g]))
     lines.sort(key=lambda line: (line[0] + line[1]) / 2)
-    return [sorted(members, key=lambda g: g.x0) for _, _, members in lines]
+    return [members for _, _, members in lines]
+
+
+def _lines(groups: list[_Group]) -> list[list[_Group]]:
+    """Characters in lines, top to bottom, each line left to right.
+
+    A new line needs a band of paper across the page above it (``_bands``). Only a band
+    taller than ``TALL_BAND`` character heights, where rows of writing touch (a descender
+    reaching into the next row), is divided by how much its characters overlap.
+    """
+    lines = []
+    for band in _bands(groups):
+        top, bottom = min(g.y0 for g in band), max(g.y1 for g in band)
+        tall = bottom - top > TALL_BAND * _typical_height(band)
+        lines.extend(_overlap_lines(band) if tall else [band])
+    return [sorted(members, key=lambda g: g.x0) for members in lines]
 
 
 def _full_size(groups: list[_Group]) -> list[_Group]:

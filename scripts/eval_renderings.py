@@ -3,7 +3,7 @@
 The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered five ways
 (``tests/renderings.py``) and sent through ``Predictor.predict_bytes`` exactly as the API
 does; then strings of 4-6 held-out digits are read, apart and with a fifth of the gaps
-closed until the digits touch. Prints a Markdown table.
+closed until the digits touch, and in a row whose baseline wobbles. Prints a Markdown table.
 
     python scripts/eval_renderings.py [--model models/default] [--strings 300]
 """
@@ -11,9 +11,11 @@ closed until the digits touch. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from renderings import RENDERINGS, render_string  # noqa: E402
+from renderings import RENDERINGS, DigitString, render_string, render_wobbly  # noqa: E402
 
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.image_errors import ImageError  # noqa: E402
@@ -65,16 +67,16 @@ def evaluate_strings(
     classes: list[str],
     count: int,
     seed: int,
-    touching: float,
+    render: Callable[[np.ndarray, np.random.Generator], DigitString],
 ) -> tuple[float, float, float]:
-    """(strings read completely right, digits right by position, boxes in reading order);
-    ``touching`` is the fraction of gaps closed until neighbouring digits touch."""
+    """(strings read completely right, digits right by position, boxes in reading order)
+    of ``count`` strings of 4-6 digits laid out by ``render``."""
     rng = np.random.default_rng(seed)
     whole = digits_right = digits_total = ordered = 0
     for _ in range(count):
         idx = rng.choice(len(labels), size=int(rng.integers(4, 7)), replace=False)
         truth = "".join(classes[i] for i in labels[idx])
-        rendered = render_string(images[idx], rng, touching=touching)
+        rendered = render(images[idx], rng)
         try:
             result = predictor.predict_bytes(rendered.data)
         except ImageError:
@@ -101,14 +103,15 @@ def main() -> None:
     classes = predictor.artifact.classes
     with threadpool_limits(1):
         rows = evaluate_renderings(predictor, test_images, test_labels, classes, args.seed)
+        layouts = {
+            "apart": functools.partial(render_string, touching=0.0),
+            "a fifth of the gaps touching": functools.partial(render_string, touching=0.2),
+            "wobbling baseline (offsets up to 20 px of 28)": render_wobbly,
+        }
         strings = [
-            (
-                touching,
-                *evaluate_strings(
-                    predictor, test_images, test_labels, classes, args.strings, args.seed, touching
-                ),
-            )
-            for touching in (0.0, 0.2)
+            (name, *evaluate_strings(predictor, test_images, test_labels, classes,
+                                     args.strings, args.seed, render))
+            for name, render in layouts.items()
         ]
     print(
         f"Model `{predictor.artifact.name}` version {predictor.artifact.version}, "
@@ -118,9 +121,9 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, accuracy, rejected, ms in rows:
         print(f"| {name} | {accuracy:.1%} | {rejected:.1%} | {ms:.1f} ms |")
-    for touching, whole, per_digit, ordered in strings:
+    for name, whole, per_digit, ordered in strings:
         print(
-            f"| {args.strings} strings of 4-6 digits, {touching:.0%} of gaps touching | "
+            f"| {args.strings} strings of 4-6 digits, {name} | "
             f"{whole:.1%} (digits {per_digit:.1%}) | | boxes in order {ordered:.0%} |"
         )
 

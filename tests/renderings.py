@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-__all__ = ["RENDERINGS", "DigitString", "inside_and_covering", "render_string"]
+__all__ = [
+    "RENDERINGS", "DigitString", "inside_and_covering", "render_string", "render_wobbly"]
 
 Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
 
@@ -137,6 +138,27 @@ def render_string(
         np.maximum(canvas[y : y + ch, xi : xi + cw], crop, out=canvas[y : y + ch, xi : xi + cw])
         boxes.append((xi, y, cw, ch))
         x += cw + (float(gaps[i]) if i < len(gaps) else 0.0)
+    return DigitString(_encode(Image.fromarray(_u8(1.0 - canvas), mode="L"), "PNG"), boxes)
+
+
+def render_wobbly(digits: Sequence[np.ndarray], rng: np.random.Generator) -> DigitString:
+    """Digits written quickly in one row: 28x28 cells 2-14 px apart, each shifted down by
+    0-20 px on a 48 px tall page (the baseline wobbles by up to about a digit's height).
+    Black on white, grayscale PNG."""
+    cell, page_height, margin = 28, 48, 6
+    gaps = rng.integers(2, 15, len(digits) - 1)
+    width = 2 * margin + cell * len(digits) + int(gaps.sum())
+    canvas = np.zeros((page_height, width), np.float32)
+    boxes = []
+    x = margin
+    for i, digit in enumerate(digits):
+        y = int(rng.integers(0, page_height - cell + 1))
+        spot = canvas[y : y + cell, x : x + cell]
+        np.maximum(spot, digit, out=spot)
+        rows, cols = np.flatnonzero(digit.max(axis=1) > 0), np.flatnonzero(digit.max(axis=0) > 0)
+        boxes.append((x + int(cols[0]), y + int(rows[0]), int(cols[-1] - cols[0] + 1),
+                      int(rows[-1] - rows[0] + 1)))
+        x += cell + (int(gaps[i]) if i < len(gaps) else 0)
     return DigitString(_encode(Image.fromarray(_u8(1.0 - canvas), mode="L"), "PNG"), boxes)
 
 
