@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from .image_errors import NoInkError
@@ -106,21 +105,22 @@ _LOCAL_BACKGROUND_SIDE = 64
 
 
 def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
-    """Local paper level of ``x`` (ink high): min over 3x3 blocks of block medians.
+    """Local paper level of ``x`` (ink high): its morphological opening.
 
-    Block medians ignore thin strokes; the 3x3 minimum ignores blocks that are mostly ink.
-    Small images get one global level, ``median`` (``x``'s, as ``_quantiles`` gives it).
+    The opening (a minimum then a maximum over a square a fifth of the shorter side) takes
+    away every stroke narrower than the square, and keeps what is wider: shadows, lighting
+    gradients and the page edges of a photo, whose sharp borders it follows exactly, so
+    that ``x`` minus it (the top-hat) leaves the writing alone. The paper's noise is
+    smoothed first, or the opening would follow its dips. Small images get one global
+    level, ``median`` (``x``'s, as ``_quantiles`` gives it).
     """
     h, w = x.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
-    block = max(8, min(h, w) // 10)
-    gh, gw = h // block, w // block
-    blocks = x[: gh * block, : gw * block].reshape(gh, block, gw, block)
-    med = np.median(blocks.transpose(0, 2, 1, 3).reshape(gh, gw, -1), axis=2)
-    coarse = ndimage.minimum_filter(med, size=3, mode="nearest").astype(np.float32)
-    smooth = Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BILINEAR)
-    return np.asarray(smooth, dtype=np.float32)
+    size = 2 * max(8, min(h, w) // 6) + 1
+    smooth = ndimage.uniform_filter(x, size=3, mode="nearest")
+    low = ndimage.minimum_filter(smooth, size=size, mode="nearest")
+    return ndimage.maximum_filter(low, size=size, mode="nearest")
 
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
@@ -146,16 +146,17 @@ def _label(ink: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _frames(labels: np.ndarray, n: int) -> np.ndarray:
+def _frames(labels: np.ndarray, n: int, strong: np.ndarray) -> np.ndarray:
     """Components (bool per label, 0..n) that are the frame of a photographed page.
 
-    A table or shadow around the paper leaves a band touching three or four image sides.
-    It only counts as a frame when some other ink touches no side: a tightly cropped
-    character may touch every side, and then it is all there is.
+    A table or shadow around the paper leaves a band whose strong ink touches three or four
+    image sides (faint shading that merely reaches the sides does not make a frame of the
+    character it joins). It only counts as a frame when some other ink touches no side: a
+    tightly cropped character may touch every side, and then it is all there is.
     """
     touched = np.zeros((4, n + 1), bool)
-    for side, edge in enumerate((labels[0], labels[-1], labels[:, 0], labels[:, -1])):
-        touched[side, edge] = True
+    for side, (edge, solid) in enumerate(_sides(labels, strong)):
+        touched[side, edge[solid]] = True
     sides = touched.sum(axis=0)
     sides[0] = -1
     frame = sides >= 3
@@ -164,12 +165,18 @@ def _frames(labels: np.ndarray, n: int) -> np.ndarray:
     return frame
 
 
-def _stack_frames(labels: np.ndarray, owner: np.ndarray) -> np.ndarray:
+def _sides(labels: np.ndarray, strong: np.ndarray):
+    """(labels, strong) of the top, bottom, left and right edges of images (..., H, W)."""
+    return [(labels[..., i, :], strong[..., i, :]) for i in (0, -1)] + [
+        (labels[..., :, i], strong[..., :, i]) for i in (0, -1)]
+
+
+def _stack_frames(labels: np.ndarray, owner: np.ndarray, strong: np.ndarray) -> np.ndarray:
     """``_frames`` of every image of a stack (N, H, W) at once: bool per label 0..L, where
     labels 1..L belong to images ``owner`` (L,)."""
     touched = np.zeros((4, len(owner) + 1), bool)
-    for side, edge in enumerate((labels[:, 0], labels[:, -1], labels[:, :, 0], labels[:, :, -1])):
-        touched[side, edge] = True
+    for side, (edge, solid) in enumerate(_sides(labels, strong)):
+        touched[side, edge[solid]] = True
     sides = touched[:, 1:].sum(axis=0)
     frame, free = sides >= 3, sides == 0
     n = len(labels)
@@ -250,7 +257,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     labels, n = ndimage.label(weak, structure=_EIGHT)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
-    strong_area[_frames(labels, n)] = 0
+    strong_area[_frames(labels, n, strong)] = 0
     min_area = max(3.0, 1e-4 * gray.size, 0.04 * strong_area.max())
     keep = strong_area >= min_area
     if not keep.any():
@@ -336,7 +343,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     owner = np.repeat(np.arange(n), ends - firsts)
     strong_area = np.bincount(labels.reshape(n, -1)[strong], minlength=len(owner) + 1)
     strong_area[0] = 0
-    strong_area[_stack_frames(labels, owner)] = 0
+    strong_area[_stack_frames(labels, owner, strong.reshape(n, h, w))] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
     min_area = np.maximum(max(3.0, 1e-4 * (h * w)), 0.04 * largest)  # as ink_marks rounds it
