@@ -79,6 +79,34 @@ def test_lines_are_read_top_to_bottom():
     assert [(s.line, s.box[0]) for s in segments] == [(0, 20), (0, 200), (1, 30), (1, 150)]
 
 
+def test_a_row_whose_baseline_wobbles_by_a_character_height_is_one_line():
+    # Each character sits up to a whole character height above or below its neighbours.
+    ink = _page((20, 10, 20, 40), (60, 45, 20, 40), (100, 5, 20, 40), (140, 48, 20, 40),
+                (180, 20, 20, 40), shape=(120, 240))
+    segments = segment_ink(ink, "auto")
+    assert [(s.line, s.box[0]) for s in segments] == [(0, x) for x in (20, 60, 100, 140, 180)]
+
+
+def test_rows_apart_are_read_row_by_row_even_when_each_wobbles():
+    ink = _page((20, 10, 20, 40), (60, 30, 20, 40), (100, 5, 20, 40),  # row 1: y 5-70
+                (30, 90, 20, 40), (70, 110, 20, 40), (110, 85, 20, 40),  # row 2: y 85-150
+                (25, 185, 20, 40), (75, 175, 20, 40),  # row 3: y 175-225
+                shape=(240, 160))
+    segments = segment_ink(ink, "auto")
+    assert [(s.line, s.box[0]) for s in segments] == [
+        (0, 20), (0, 60), (0, 100), (1, 30), (1, 70), (1, 110), (2, 25), (2, 75)]
+
+
+def test_rows_touching_through_a_long_stroke_are_still_divided():
+    # A descender of the first row reaches down into the second: no band of paper
+    # separates them, but the band is taller than two rows, so overlap decides.
+    ink = _page((20, 10, 20, 40), (60, 10, 20, 40), (100, 10, 20, 70),
+                (20, 75, 20, 40), (60, 75, 20, 40), shape=(130, 160))
+    segments = segment_ink(ink, "auto")
+    assert sorted((s.line, s.box[0]) for s in segments) == [
+        (0, 20), (0, 60), (0, 100), (1, 20), (1, 60)]
+
+
 def test_a_wide_component_offers_a_split_at_the_thinnest_column():
     # Two blobs joined by a thin bridge at x = 60..70.
     ink = _page((10, 20, 50, 60), (60, 48, 10, 4), (70, 20, 50, 60))
