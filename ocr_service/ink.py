@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 from .image_errors import NoInkError
@@ -102,25 +103,212 @@ def _row_otsu(x: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 #: Images with a shorter side than this get one paper level, larger ones a local level.
 _LOCAL_BACKGROUND_SIDE = 64
+#: The local level is found on a copy reduced to about this many pixels on its shorter side:
+#: lighting varies slowly, and the reduced copy makes its cost independent of the upload.
+_BACKGROUND_SIDE = 96
+
+
+def _around(a: np.ndarray, extreme: np.ufunc) -> np.ndarray:
+    """``extreme`` (``np.maximum`` or ``np.minimum``) of every pixel of ``a`` (H, W) and its
+    8 neighbours, edges repeated: four whole-array calls on shifted views, a fraction of
+    the cost of ``ndimage.maximum_filter(a, 3)`` and its twin."""
+    out = a.copy()
+    extreme(out[1:], a[:-1], out=out[1:])
+    extreme(out[:-1], a[1:], out=out[:-1])
+    rows = out.copy()
+    extreme(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    extreme(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    return out
+
+
+def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
+    """Geodesic dilations of ``marker`` under ``mask`` (both (H, W), marker <= mask), at
+    most ``steps`` of them, until nothing changes: grey reconstruction within ``steps``
+    pixels of what ``marker`` holds."""
+    for _ in range(steps):
+        grown = _around(marker, np.maximum)
+        np.minimum(grown, mask, out=grown)
+        if np.array_equal(grown, marker):
+            break
+        marker = grown
+    return marker
+
+
+def _opening(image: np.ndarray, size: int) -> np.ndarray:
+    """Grey opening of ``image`` (H, W) by a ``size`` square, edges repeated outwards."""
+    low = ndimage.minimum_filter(image, size, mode="nearest")
+    return ndimage.maximum_filter(low, size, mode="nearest")
 
 
 def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
-    """Local paper level of ``x`` (ink high): its morphological opening.
+    """Local paper level of ``x`` (ink high).
 
-    The opening (a minimum then a maximum over a square a fifth of the shorter side) takes
-    away every stroke narrower than the square, and keeps what is wider: shadows, lighting
-    gradients and the page edges of a photo, whose sharp borders it follows exactly, so
-    that ``x`` minus it (the top-hat) leaves the writing alone. The paper's noise is
-    smoothed first, or the opening would follow its dips. Small images get one global
-    level, ``median`` (``x``'s, as ``_quantiles`` gives it).
+    A grey opening (a minimum then a maximum over a square a third of the shorter side)
+    takes away every stroke narrower than the square and keeps what is wider: shadows,
+    lighting gradients, the page edges of a photo, so that ``x`` minus it leaves the
+    writing alone. It runs on a copy reduced to about ``_BACKGROUND_SIDE`` pixels (block
+    means, which also smooth the paper's noise); scaled back up, a few steps of grey
+    reconstruction under the image less its noise restore the sharp edges and corners of
+    shadows that the reduced copy blurred. Small images get one global level, ``median``
+    (``x``'s, as ``_quantiles`` gives it).
     """
     h, w = x.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
-    size = 2 * max(8, min(h, w) // 6) + 1
-    smooth = ndimage.uniform_filter(x, size=3, mode="nearest")
-    low = ndimage.minimum_filter(smooth, size=size, mode="nearest")
-    return ndimage.maximum_filter(low, size=size, mode="nearest")
+    # Without its single-pixel peaks of noise, but with the steps of shadow edges intact.
+    smooth = _around(_around(x, np.minimum), np.maximum)
+    factor = max(1, min(h, w) // _BACKGROUND_SIDE)
+    small = smooth
+    if factor > 1:
+        small = np.asarray(Image.fromarray(x, mode="F").reduce(factor), dtype=np.float32)
+    size = 2 * (min(small.shape) // 6) + 1
+    # Grown into the corners the square could not reach (a shadow's rounded end), under
+    # the image with its thin strokes taken out, so that growth never runs along writing.
+    level = _rebuild(_opening(small, size), ndimage.minimum_filter(small, 3), size // 2)
+    if factor == 1:
+        return level
+    level = np.array(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR),
+                     dtype=np.float32)
+    np.minimum(level, smooth, out=level)
+    return _rebuild(level, smooth, factor)
+
+
+#: A printed line of ruled or squared paper runs straight across at least this share of the
+#: page; a character's longest stroke stops short of it. Two such lines make paper ruled.
+_RULE_SPAN = 0.6
+#: On a page found ruled, its other lines need ink along this share of their row.
+_RULE_FAINT = 0.35
+#: A line running out of the picture at a side counts when this share of it is inside.
+_RULE_PIECE = 0.25
+#: Slopes tried for printed lines: a page photographed up to 3 degrees askew.
+_RULE_SLOPES = np.tan(np.radians(np.arange(-3.0, 3.01, 0.5)))
+#: Rows a printed line takes at most (blurred by the lens and JPEG), and how far from it the
+#: ink count must have dropped.
+_RULE_THICKNESS = 4
+_RULE_GAP = 3
+#: A stroke crossing a printed line has ink within this many pixels above and below it.
+_CROSSING_REACH = 4
+
+
+def _shifted_any(mask: np.ndarray, reach: int, down: bool) -> np.ndarray:
+    """Whether each pixel has ``mask`` within ``reach`` pixels above it (``down``: below)."""
+    out = np.zeros_like(mask)
+    for k in range(1, reach + 1):
+        if down:
+            out[:-k] |= mask[k:]
+        else:
+            out[k:] |= mask[:-k]
+    return out
+
+
+def _thin_lines(counts: np.ndarray, span: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows (bool per row, with a row of margin each side) of the thin lines among rows
+    with ``counts`` of ink of at least their ``span``, and how many lines there are.
+
+    A printed line is at most ``_RULE_THICKNESS`` rows thick and stands alone: a few rows
+    off, the ink count drops below half of ``span``. The top of a thick, wide character
+    (a big 0 filling the picture) has a long run of ink too, but over many rows in a row.
+    """
+    lines = np.zeros(counts.size, bool)
+    long = np.flatnonzero(counts >= span)
+    found = 0
+    for band in np.split(long, np.flatnonzero(np.diff(long) > 1) + 1) if long.size else ():
+        above, below = band[0] - _RULE_GAP, band[-1] + _RULE_GAP
+        alone = (above < 0 or counts[above] < span[band[0]] / 2) and (
+            below >= counts.size or counts[below] < span[band[-1]] / 2)
+        if band.size <= _RULE_THICKNESS and alone:
+            lines[max(band[0] - 1, 0) : band[-1] + 2] = True
+            found += 1
+    return lines, found
+
+
+def _ruled_rows(lines: np.ndarray) -> np.ndarray:
+    """Rows (bool, like ``lines``) within a row of where evenly spaced lines continue the
+    ``lines`` found (bool per row, each line with a row of margin)."""
+    starts = np.flatnonzero(lines[1:] & ~lines[:-1]) + 1
+    ends = np.flatnonzero(lines[:-1] & ~lines[1:]) + 1
+    if lines[0]:
+        starts = np.r_[0, starts]
+    if lines[-1]:
+        ends = np.r_[ends, lines.size]
+    centres = (starts + ends - 1) / 2.0
+    step = float(np.median(np.diff(centres)))
+    ruled = np.zeros_like(lines)
+    if step < 2 * _RULE_GAP:
+        return ruled
+    at = np.arange(centres[0] % step, lines.size, step)
+    for offset in (-1, 0, 1):
+        index = np.rint(at).astype(np.intp) + offset
+        ruled[index[(index >= 0) & (index < lines.size)]] = True
+    return ruled
+
+
+def _erase_ruling(x: np.ndarray) -> None:
+    """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on printed lines
+    running across it, the rows of ruled or squared paper: pass ``x.T`` for the columns.
+
+    A line is a row, sheared by the page's tilt, with ink along ``_RULE_SPAN`` of its
+    width; only two or more of them make ruling. Where a stroke crosses a line (ink just
+    above and below it), the line's pixels are kept, so the stroke is not cut.
+    """
+    h, w = x.shape
+    sigma = 1.4826 * _quantiles(np.abs(x), 0.5)[0]
+    # Faint print counts too: noise adds a little to every row, a line a lot to one.
+    mask = x > max(2.5 * sigma, 0.02)
+    ys, xs = np.nonzero(mask)
+    if ys.size < 2 * _RULE_SPAN * w:
+        return
+    reach = int(np.ceil(w * _RULE_SLOPES[-1]))
+    best, best_slope, best_counts = -1.0, 0.0, None
+    for slope in _RULE_SLOPES:
+        rows = ys - np.rint(xs * slope).astype(np.intp) + reach
+        counts = np.bincount(rows, minlength=h + 2 * reach)
+        score = float(np.dot(counts, counts.astype(np.float64)))
+        if score > best:
+            best, best_slope, best_counts = score, slope, counts
+    # every pixel's sheared row: a line leaving the picture at a side is measured against
+    # the part of its row inside the picture
+    sheared = np.arange(h)[:, None] - np.rint(np.arange(w) * best_slope).astype(np.intp)
+    sheared += reach
+    inside = np.bincount(sheared.ravel(), minlength=best_counts.size)
+    rows = inside >= _RULE_PIECE * w
+    # Lines across the other way add to every row alike: count only ink above that level.
+    excess = best_counts - np.median(best_counts[rows])
+    lines, found = _thin_lines(excess, np.where(rows, _RULE_SPAN * inside, np.inf))
+    if found < 2:
+        return
+    # The page is ruled. Its fainter lines need only a shorter run of ink where the ruling's
+    # even spacing puts a line; a long stroke of writing between them is left alone.
+    faint, _ = _thin_lines(excess, np.where(rows, _RULE_FAINT * inside, np.inf))
+    lines |= faint & _ruled_rows(lines)
+    on_line = lines[sheared]  # the faint pixels below the mask's threshold too
+    strokes = mask & ~on_line
+    crossing = _shifted_any(strokes, _CROSSING_REACH, down=False)
+    crossing &= _shifted_any(strokes, _CROSSING_REACH, down=True)
+    x[on_line & ~crossing] = 0.0
+
+
+#: Paper this dark (its brightness, 0..1) or darker has its ink contrast scaled up as if
+#: it were this bright, no more: noise grows with the scale.
+_DARKEST_PAPER = 0.25
+
+
+def _writing(x: np.ndarray, median: np.float32, dark_ink: bool) -> np.ndarray:
+    """``x`` (H, W; ink high) less its paper level (``_background``), with the printed
+    lines of ruled or squared paper erased, on images large enough for a local level.
+
+    Dark ink on light paper is measured against the paper's brightness (its Weber
+    contrast): a shadow dims paper and ink alike, so writing in the shadow of a hand keeps
+    the contrast it has in the light.
+    """
+    level = _background(x, median)
+    out = x - level
+    if min(x.shape) >= _LOCAL_BACKGROUND_SIDE:
+        if dark_ink:
+            out /= np.maximum(np.float32(1.0) - level, np.float32(_DARKEST_PAPER))
+        _erase_ruling(out)
+        _erase_ruling(out.T)
+    return out
 
 
 _EIGHT = np.ones((3, 3), bool)  # 8-connectivity
@@ -146,23 +334,9 @@ def _label(ink: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _frames(labels: np.ndarray, n: int, strong: np.ndarray) -> np.ndarray:
-    """Components (bool per label, 0..n) that are the frame of a photographed page.
-
-    A table or shadow around the paper leaves a band whose strong ink touches three or four
-    image sides (faint shading that merely reaches the sides does not make a frame of the
-    character it joins). It only counts as a frame when some other ink touches no side: a
-    tightly cropped character may touch every side, and then it is all there is.
-    """
-    touched = np.zeros((4, n + 1), bool)
-    for side, (edge, solid) in enumerate(_sides(labels, strong)):
-        touched[side, edge[solid]] = True
-    sides = touched.sum(axis=0)
-    sides[0] = -1
-    frame = sides >= 3
-    if not frame.any() or not (sides == 0).any():
-        return np.zeros(n + 1, bool)
-    return frame
+#: A mark whose strong ink runs along this share of an image side is the edge of a page, a
+#: table or a shadow there, like a mark touching three sides.
+_FRAME_ALONG = 0.3
 
 
 def _sides(labels: np.ndarray, strong: np.ndarray):
@@ -171,18 +345,65 @@ def _sides(labels: np.ndarray, strong: np.ndarray):
         (labels[..., :, i], strong[..., :, i]) for i in (0, -1)]
 
 
+def _edge_contact(labels: np.ndarray, strong: np.ndarray, count: int):
+    """Per label 0..``count`` of images (..., H, W): whether it is framing (its strong ink
+    touches three or four sides, or runs along ``_FRAME_ALONG`` of one), and whether it
+    touches no side at all."""
+    sides = np.zeros(count + 1, np.intp)
+    framing = np.zeros(count + 1, bool)
+    for edge, solid in _sides(labels, strong):
+        touching = np.bincount(edge[solid], minlength=count + 1)
+        sides += touching > 0
+        framing |= touching >= _FRAME_ALONG * edge.shape[-1]
+    framing |= sides >= 3
+    framing[0], free = False, sides == 0
+    free[0] = False
+    return framing, free
+
+
+def _frames(labels: np.ndarray, n: int, strong: np.ndarray) -> np.ndarray:
+    """Components (bool per label, 0..n) that are the frame of a photographed page.
+
+    A table, shadow or page edge around the writing leaves a band whose strong ink touches
+    three or four image sides or runs along one (faint shading that merely reaches the
+    sides does not make a frame of the character it joins). It only counts as a frame
+    when some other ink touches no side: a tightly cropped character may touch every side,
+    and then it is all there is.
+    """
+    frame, free = _edge_contact(labels, strong, n)
+    if not frame.any() or not free.any():
+        return np.zeros(n + 1, bool)
+    return frame
+
+
 def _stack_frames(labels: np.ndarray, owner: np.ndarray, strong: np.ndarray) -> np.ndarray:
     """``_frames`` of every image of a stack (N, H, W) at once: bool per label 0..L, where
     labels 1..L belong to images ``owner`` (L,)."""
-    touched = np.zeros((4, len(owner) + 1), bool)
-    for side, (edge, solid) in enumerate(_sides(labels, strong)):
-        touched[side, edge[solid]] = True
-    sides = touched[:, 1:].sum(axis=0)
-    frame, free = sides >= 3, sides == 0
+    frame, free = _edge_contact(labels, strong, len(owner))
     n = len(labels)
-    framed = (np.bincount(owner[frame], minlength=n) > 0) & (
-        np.bincount(owner[free], minlength=n) > 0)
-    return np.concatenate(([False], frame & framed[owner]))
+    framed = (np.bincount(owner[frame[1:]], minlength=n) > 0) & (
+        np.bincount(owner[free[1:]], minlength=n) > 0)
+    frame[1:] &= framed[owner]
+    return frame
+
+
+#: A mark spanning this share of the image both ways, with strong ink on less than
+#: ``_OUTLINE_FILL`` of its box, is the outline of a sheet lying on a table (its edge,
+#: sharpened by the camera or JPEG) rather than writing.
+_OUTLINE_SPAN = 0.5
+_OUTLINE_FILL = 0.03
+
+
+def _outlines(labels: np.ndarray, strong_area: np.ndarray) -> np.ndarray:
+    """Marks (bool per label 0..L of images (..., H, W)) that look like a sheet's outline."""
+    h, w = labels.shape[-2:]
+    outline = np.zeros(strong_area.size, bool)
+    for label, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is not None:
+            tall, wide = box[-2].stop - box[-2].start, box[-1].stop - box[-1].start
+            outline[label] = (tall >= _OUTLINE_SPAN * h and wide >= _OUTLINE_SPAN * w
+                              and strong_area[label] < _OUTLINE_FILL * tall * wide)
+    return outline
 
 
 def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
@@ -236,10 +457,9 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     part = np.partition(flat, [k_low, k_mid, k_high, k_mirror])
     low, paper, high = float(part[k_low]), float(part[k_mid]), float(part[k_high])
     if high - paper > paper - low:
-        x = gray - _background(gray, part[k_mid])
+        x = _writing(gray, part[k_mid], dark_ink=False)
     else:
-        x = 1.0 - gray
-        x -= _background(x, np.float32(1.0) - part[k_mirror])
+        x = _writing(1.0 - gray, np.float32(1.0) - part[k_mirror], dark_ink=True)
 
     top = float(x.max())
     if top < min_contrast:
@@ -258,7 +478,11 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
     strong_area[_frames(labels, n, strong)] = 0
-    min_area = max(3.0, 1e-4 * gray.size, 0.04 * strong_area.max())
+    floor = max(3.0, 1e-4 * gray.size)
+    outline = _outlines(labels, strong_area)
+    if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
+        strong_area[outline] = 0
+    min_area = max(floor, 0.04 * strong_area.max())
     keep = strong_area >= min_area
     if not keep.any():
         raise NoInkError(_ONLY_SPECKS)
@@ -319,8 +543,8 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         x -= level[:, None, None]
     else:
-        for image, median in zip(x, level, strict=True):
-            image -= _background(image, median)
+        for image, median, dark in zip(x, level, dark_ink, strict=True):
+            image[...] = _writing(image, median, bool(dark))
 
     flat = x.reshape(n, -1)
     top = flat.max(axis=1).astype(np.float64)
@@ -344,9 +568,13 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     strong_area = np.bincount(labels.reshape(n, -1)[strong], minlength=len(owner) + 1)
     strong_area[0] = 0
     strong_area[_stack_frames(labels, owner, strong.reshape(n, h, w))] = 0
+    floor = max(3.0, 1e-4 * (h * w))  # as ink_marks rounds it
+    outline = _outlines(labels, strong_area)[1:]
+    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
+    strong_area[1:][outline & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
-    min_area = np.maximum(max(3.0, 1e-4 * (h * w)), 0.04 * largest)  # as ink_marks rounds it
+    min_area = np.maximum(floor, 0.04 * largest)
     keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
     kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
 

@@ -68,6 +68,36 @@ def blue_ink_page(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _encode(Image.fromarray(_u8(page / 255.0), mode="RGB"), "JPEG", quality=90)
 
 
+def _grid(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(height, width) float in [0, 1]: where a squared page's printed lines are (1-2 px,
+    every 18-26 px, light), the whole grid turned by up to 2 degrees as a phone photo is."""
+    step, thick = int(rng.integers(18, 27)), int(rng.integers(1, 3))
+    big = np.zeros((2 * height, 2 * width), np.float32)
+    for offset in range(int(rng.integers(step)), 2 * max(height, width), step):
+        big[offset : offset + thick, :] = 1.0
+        big[:, offset : offset + thick] = 1.0
+    turned = Image.fromarray(big, mode="F").rotate(float(rng.uniform(-2, 2)),
+                                                  resample=Image.Resampling.BILINEAR)
+    top, left = height // 2, width // 2
+    return np.asarray(turned, dtype=np.float32)[top : top + height, left : left + width]
+
+
+def grid_paper_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Blue ink on squared paper (light blue-grey grid), 480x360 RGB JPEG; an empty ``digit``
+    (all zeros) gives the blank page."""
+    h, w = 360, 480
+    page = _paper(h, w, rng)
+    grid = _grid(h, w, rng)[..., None] * rng.uniform(0.5, 0.9)
+    page = page * (1.0 - grid) + np.array([120.0, 150.0, 190.0]) * grid
+    size = int(rng.integers(110, 170))
+    y, x = int(rng.integers(5, h - size - 5)), int(rng.integers(5, w - size - 5))
+    alpha = _upscale(digit, size)[..., None]
+    region = page[y : y + size, x : x + size]
+    ink = np.array([25.0, 40.0, 150.0])
+    page[y : y + size, x : x + size] = region * (1.0 - alpha) + ink * alpha
+    return _encode(Image.fromarray(_u8(page / 255.0), mode="RGB"), "JPEG", quality=90)
+
+
 def rgba_canvas(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """280x280 canvas export: black strokes on fully transparent black pixels; RGBA PNG."""
     rgba = np.zeros((280, 280, 4), np.uint8)

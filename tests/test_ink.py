@@ -159,3 +159,82 @@ def test_ink_marks_many_keeps_a_mark_exactly_at_the_minimum_area():
     page[100:102, 50:53] = 0.1  # 6 pixels, exactly 1e-4 of the page: kept
     assert ink_marks(page).count == 1
     _assert_same_as_alone([page, page.copy()])
+
+
+def _page_with(digit: np.ndarray, at: tuple[int, int], size: int = 120,
+               shape: tuple[int, int] = (360, 480)) -> np.ndarray:
+    """A light page (H, W) float32 with ``digit`` written dark at ``at`` (top, left)."""
+    from PIL import Image
+
+    page = np.full(shape, 0.9, np.float32)
+    big = np.asarray(Image.fromarray(digit, mode="F").resize((size, size)), dtype=np.float32)
+    top, left = at
+    page[top : top + size, left : left + size] -= 0.75 * np.clip(big, 0.0, 1.0)
+    return page
+
+
+def test_a_shadow_across_the_page_is_paper_not_ink(digits):
+    lit = _page_with(digits[3], (30, 40))
+    shadowed = lit.copy()
+    shadowed[200:, 150:] *= 0.35  # a hand's shadow with a sharp edge, over the lower right
+    shadowed[230:350, 300:420] -= 0.25 * (_page_with(digits[7], (0, 0))[:120, :120] < 0.5)
+    marks = ink_marks(shadowed)
+    assert marks.count >= 2  # the 3 and the 7 inside the shadow
+    assert marks.ink[210, 250] == 0.0 and marks.ink[300, 160] == 0.0  # shadow, inside its edge
+    assert marks.ink[290, 200] == 0.0  # the shadow's edge itself
+    rows, cols = np.nonzero(marks.ink[:, :300] > 0.5)
+    assert rows.max() < 150 and cols.max() < 160  # the 3 is all there is on the lit part
+
+
+def test_a_thick_digit_joined_to_faint_shading_at_the_sides_is_kept(digits):
+    # A marker 8 filling a photo whose paper darkens a little towards every side: the
+    # faint shading links the digit to the sides, but its strong ink touches none.
+    yy, xx = np.mgrid[-1:1:300j, -1:1:300j]
+    page = (0.95 - 0.08 * (yy**2 + xx**2)).astype(np.float32)
+    page -= 0.8 - _page_with(digits[8], (0, 0), size=280, shape=(300, 300)) / 0.9 * 0.8
+    page = np.clip(page, 0.0, 1.0)
+    marks = ink_marks(page)
+    assert marks.count >= 1 and marks.ink[150, 5:295].max() > 0.5
+
+
+def test_a_table_edge_along_one_side_is_a_frame(digits):
+    page = _page_with(digits[2], (100, 180))
+    page[:25] = 0.15  # the table beyond the top of the sheet
+    marks = ink_marks(page)
+    assert marks.ink[:25].max() == 0.0 and marks.ink[100:220, 180:300].max() > 0.5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_squared_paper_is_erased_and_the_digit_kept(digits, seed):
+    from renderings import grid_paper_photo
+
+    from ocr_service.preprocess import decode_image
+
+    rng = np.random.default_rng(seed)
+    blank = decode_image(grid_paper_photo(np.zeros((28, 28), np.float32), rng))
+    with pytest.raises(NoInkError):
+        ink_marks(blank)
+    written = decode_image(grid_paper_photo(digits[seed], rng))
+    marks = ink_marks(written)
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    # everything left is the digit: at most 170 px across, not lines across the page
+    assert rows.max() - rows.min() < 180 and cols.max() - cols.min() < 180
+
+
+def test_a_big_character_with_long_bars_is_not_taken_for_ruling():
+    gray = np.full((200, 200), 0.95, np.float32)
+    gray[20:26, 10:190] = 0.1  # two long, thin bars like a Z's, 90% of the width
+    gray[170:176, 10:190] = 0.1
+    gray[26:170, 90:96] = 0.1
+    marks = ink_marks(gray)
+    assert marks.ink[23, 100] == pytest.approx(1.0) and marks.ink[173, 100] == pytest.approx(1.0)
+
+
+def test_a_stroke_crossing_a_printed_line_is_not_cut():
+    gray = np.full((240, 320), 0.92, np.float32)
+    for y in range(20, 240, 30):
+        gray[y : y + 2] = 0.7  # ruled lines
+    gray[35:195, 150:156] = 0.1  # a 1 written across five of them
+    marks = ink_marks(gray)
+    assert marks.ink[50, 60] == 0.0  # the ruling is gone ...
+    assert (marks.ink[35:195, 153] > 0.5).all()  # ... and the 1 is whole
