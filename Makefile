@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OCR_PORT ?= 8000
 export OCR_PORT
 
-.PHONY: run test lint model bench clean browser-deps screenshot
+.PHONY: run test lint model bench clean browser-deps fonts screenshot
 
 $(BIN)/ocr-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(BIN)/ocr-serve
 	$(BIN)/ocr-serve --port $(OCR_PORT)
 
 ## Install browser packages if missing, then run the whole test suite
-test: $(VENV)/.dev-installed browser-deps
+test: $(VENV)/.dev-installed browser-deps fonts
 	$(BIN)/ruff check ocr_service tests scripts
 	$(BIN)/python -m pytest
 
@@ -34,14 +34,23 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; }
 
+# Debian's handwriting fonts: the styled digits the shipped model trains on (ocr_service/styles.py)
+FONT_PACKAGES := fonts-bwht fonts-breip fonts-comic-neue fonts-dancingscript fonts-dkg-handwriting \
+  fonts-humor-sans fonts-kaushanscript fonts-klee fonts-kristi fonts-rufscript
+fonts:
+	@dpkg -s $(FONT_PACKAGES) >/dev/null 2>&1 || { \
+	  echo "installing Debian handwriting fonts for styled training digits"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(FONT_PACKAGES); }
+
 ## Re-take docs/screenshot.png (shown in the README) in headless Chromium
 screenshot: $(VENV)/.dev-installed browser-deps
 	OCR_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_web_browser.py
 
 ## Re-train the shipped model models/default on mnist5k (bit-reproducible: one BLAS thread)
-model: $(VENV)/.dev-installed
+model: $(VENV)/.dev-installed fonts
 	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --features gradients --augment --negatives 1500 \
-	  --epochs 100 --patience 0 --seed 0 --name mnist5k-mlp --quiet --out models/default
+	  --styles 1500 --epochs 100 --patience 0 --seed 0 --name mnist5k-mlp --quiet --out models/default
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check ocr_service tests scripts

@@ -240,7 +240,7 @@ def _fit(crop: np.ndarray, box: int) -> np.ndarray:
 _MAX_DILATION_RADIUS = 24
 
 
-def _thicken(crop: np.ndarray, target: float = 0.08) -> np.ndarray:
+def _thicken(crop: np.ndarray, target: float = 0.11) -> np.ndarray:
     """Dilate strokes much thinner than MNIST's (about a tenth of the character size).
 
     Stroke width ~ 2 * area / boundary length; fine-pen photos otherwise fade to grey specks

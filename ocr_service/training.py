@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,6 +63,9 @@ class TrainConfig:
     #: synthetic non-character examples (touching pairs, fragments) taught as one extra
     #: output class, so the segmenter can tell wrong cuts from characters (0: none)
     negatives: int = 0
+    #: synthetic digits in writing styles the data lacks (flagged 1, crossed 7, open 4,
+    #: font digits) added to the training split (0: none; see styles.py)
+    styles: int = 0
     patience: int = 15
     seed: int = 0
     val_split: float = 0.1
@@ -222,6 +225,22 @@ def _with_negatives(
             np.concatenate([labels, np.full(len(extra), n_classes, labels.dtype)]))
 
 
+def _with_styles(
+    images: np.ndarray, labels: np.ndarray, config: TrainConfig, scheme: str | None,
+    classes: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training set plus ``config.styles`` styled digits; seeded apart from the training
+    order and the non-character examples."""
+    if scheme is None or classes is None:
+        raise ValueError("styled digits need the input scheme and the class names")
+    from .styles import make_styled
+
+    extra, extra_labels = make_styled(config.styles, list(classes), scheme,
+                                      np.random.default_rng([config.seed, 2]))
+    return (np.concatenate([images.astype(np.float32, copy=False), extra]),
+            np.concatenate([labels, extra_labels.astype(labels.dtype)]))
+
+
 def _augmented_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Generator):
     from .augment import augment_batch
 
@@ -235,6 +254,7 @@ def train(
     n_classes: int,
     *,
     scheme: str | None = None,
+    classes: Sequence[str] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
@@ -243,7 +263,9 @@ def train(
     Validates after every epoch; with ``config.patience > 0`` stops once validation
     accuracy has not improved for that many epochs and restores the best weights. With
     ``config.negatives`` the network gets ``n_classes + 1`` outputs, the last one for
-    non-character examples made from the training images in input ``scheme``.
+    non-character examples made from the training images in input ``scheme``; with
+    ``config.styles``, styled digits of the digit ``classes`` (names) join the training set
+    first.
     """
     images, labels = train_set
     if len(images) == 0:
@@ -253,6 +275,8 @@ def train(
     rng = np.random.default_rng(config.seed)
     n_inputs = input_size(*images.shape[1:], config.features)
     n_outputs = n_classes
+    if config.styles:
+        images, labels = _with_styles(images, labels, config, scheme, classes)
     if config.negatives:
         images, labels = _with_negatives(images, labels, n_classes, config, scheme)
         n_outputs = n_classes + 1

@@ -47,6 +47,7 @@ def test_train_prints_per_epoch_progress_and_the_test_accuracy(tmp_path, capsys)
     (["--dataset", "idx"], "needs --data-dir"),
     (["--dataset", "folder", "--data-dir", "/nonexistent/x"], "nonexistent"),
     (["--dataset", "digits", "--val-split", "0.7"], "[0.0, 0.5)"),
+    (["--dataset", "digits", "--styles", "-5"], ">= 0"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args,
                                                              message):
@@ -183,3 +184,44 @@ def test_train_on_pixels_records_them_and_every_reader_uses_them(tmp_path, capsy
     capsys.readouterr()
     assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(stored, abs=1e-6)
+
+
+def test_eval_images_reads_a_folder_of_labelled_images_end_to_end(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for label in (3, 7):
+        _digit_png(tmp_path, label).rename(folder / f"{label}_001.png")
+    (folder / "1.png").write_bytes((folder / "7_001.png").read_bytes())  # a 7 labelled 1
+    assert eval_main(["--images", str(folder), "--report", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "all: 2/3 read right (66.7%)" in out
+    assert "1.png: '1' read as '7'" in out
+    assert (tmp_path / "report" / "misread.png").is_file()
+    assert eval_main(["--images", str(folder), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["file"], r["read"], r["right"]) for r in rows} == {
+        ("1.png", "7", False), ("3_001.png", "3", True), ("7_001.png", "7", True)}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--images", "."], "either --dataset or --images"),
+    ([], "either --dataset or --images"),
+])
+def test_eval_takes_exactly_one_of_dataset_and_images(args, message, capsys):
+    full = ["--dataset", "digits", *args] if args else args
+    assert eval_main(full) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_eval_images_of_an_empty_folder_exits_2(tmp_path, capsys):
+    assert eval_main(["--images", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "no labelled images" in err
+
+
+def test_train_with_styled_digits_adds_them_and_records_it(tmp_path, capsys):
+    out = tmp_path / "styled"
+    assert train_main(["--dataset", "digits", "--styles", "200", "--epochs", "2",
+                       "--quiet", "--out", str(out)]) == 0
+    config = load_model(out).metadata["training"]["config"]
+    assert config["styles"] == 200
