@@ -10,6 +10,7 @@ letting ``pip`` inside the build reach the same package index as the host.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -27,10 +28,12 @@ __all__ = [
     "IMAGE",
     "Container",
     "build_image",
+    "built_image",
     "engine_missing",
     "ensure_base",
     "image_size",
     "podman",
+    "proc_status",
     "running_container",
 ]
 
@@ -146,6 +149,18 @@ def image_size(tag: str = IMAGE) -> int:
     return int(podman("image", "inspect", "--format", "{{.Size}}", tag).stdout.strip())
 
 
+@functools.cache
+def built_image() -> str:
+    """Build the image once per test session (base cached across runs); print the figures."""
+    base, base_seconds = ensure_base()
+    build_seconds = build_image(base)
+    size, base_size = image_size(), image_size(base)
+    cached = "cached" if not base_seconds else f"built in {base_seconds:.0f} s"
+    print(f"\nstand-in base {base} {cached}; image built in {build_seconds:.0f} s: "
+          f"{size / 1e6:.0f} MB, of which the service's layers {(size - base_size) / 1e6:.0f} MB")
+    return IMAGE
+
+
 @dataclass
 class Container:
     """A running container: ``name`` for the engine, ``url`` of its loopback port."""
@@ -156,9 +171,27 @@ class Container:
     def inspect(self, field: str) -> str:
         return podman("inspect", "--format", "{{" + field + "}}", self.name).stdout.strip()
 
+    def pids(self) -> list[int]:
+        """Host PIDs of the container's main process and all its descendants."""
+        found, todo = [], [int(self.inspect(".State.Pid"))]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            children = Path(f"/proc/{pid}/task/{pid}/children")
+            todo += [int(c) for c in children.read_text().split()] if children.exists() else []
+        return found
+
     def logs(self) -> str:
         result = podman("logs", self.name, check=False)
         return result.stdout + result.stderr
+
+
+def proc_status(pid: int, field: str) -> str:
+    """One field of ``/proc/PID/status`` (e.g. ``Uid``, ``VmHWM``), as text."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(field)
 
 
 def _ready(url: str) -> bool:

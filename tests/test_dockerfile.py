@@ -152,35 +152,11 @@ TOKEN = "container-admin-token"
 
 @pytest.fixture(scope="module")
 def image() -> str:
-    """Build the image once for this module; skipped only where no engine can be installed."""
+    """The image, built once per session; skipped only where no engine can be installed."""
     reason = container_utils.engine_missing()
     if reason:
         pytest.skip(reason)
-    base, base_seconds = container_utils.ensure_base()
-    build_seconds = container_utils.build_image(base)
-    size, base_size = container_utils.image_size(), container_utils.image_size(base)
-    print(f"\nstand-in base {base}: {'cached' if not base_seconds else f'{base_seconds:.0f} s'}"
-          f"; image built in {build_seconds:.0f} s: {size / 1e6:.0f} MB, of which the "
-          f"service's layers {(size - base_size) / 1e6:.0f} MB")  # fmt: skip
-    return container_utils.IMAGE
-
-
-def _processes(root_pid: int) -> list[int]:
-    """``root_pid`` and all its descendants (the container's processes, seen from the host)."""
-    found, todo = [], [root_pid]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        children = Path(f"/proc/{pid}/task/{pid}/children")
-        todo += [int(c) for c in children.read_text().split()] if children.exists() else []
-    return found
-
-
-def _status(pid: int, field: str) -> str:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return line.split(":", 1)[1].strip()
-    raise KeyError(field)
+    return container_utils.built_image()
 
 
 @pytest.mark.slow
@@ -196,9 +172,9 @@ def test_image_reads_a_digit_as_non_root_is_healthy_and_stops_cleanly_on_sigterm
             answer = requests.post(box.url + "/v1/predict", data=digit_png(digit),
                                    headers={"Content-Type": "image/png"}, timeout=10)  # fmt: skip
             assert answer.status_code == 200 and answer.json()["text"] == digit
-        pids = _processes(int(box.inspect(".State.Pid")))
+        pids = box.pids()
         assert len(pids) >= 3, "the gunicorn master and its workers"
-        uids = {_status(pid, "Uid").split()[0] for pid in pids}
+        uids = {container_utils.proc_status(pid, "Uid").split()[0] for pid in pids}
         assert "0" not in uids, f"a process of the container runs as root: {uids}"
         health = container_utils.podman("healthcheck", "run", box.name, check=False)
         assert health.returncode == 0, health.stdout + health.stderr
@@ -211,6 +187,25 @@ def test_image_reads_a_digit_as_non_root_is_healthy_and_stops_cleanly_on_sigterm
         assert stopped_in < grace
         assert box.inspect(".State.ExitCode") == "0", box.logs()
         assert "Shutting down: Master" in box.logs()
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+@pytest.mark.container
+def test_runtime_layer_has_no_build_tree_caches_or_training_extras(image):
+    root = Path(container_utils.podman("image", "mount", image).stdout.strip())
+    try:
+        (site,) = root.glob("usr/local/lib/python3*/*-packages")
+        installed = {p.name.lower().split("-")[0] for p in site.iterdir()}
+        assert {"ocr_service", "numpy", "scipy", "flask", "gunicorn"} <= installed
+        extras = {"sklearn", "scikit_learn", "numba", "llvmlite", "matplotlib", "mlxtend", "tqdm"}
+        assert not installed & extras
+        assert not list(site.rglob("tests")), "the dependencies' test suites are dropped"
+        for leftover in ("src", "wheels", "root/.cache", "usr/bin/gcc", "usr/bin/cc"):
+            path = root / leftover
+            assert not path.exists() or not any(path.iterdir()), leftover
+    finally:
+        container_utils.podman("image", "unmount", image, check=False)
 
 
 @pytest.mark.slow
