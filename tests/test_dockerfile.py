@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,11 +181,19 @@ def test_image_reads_a_digit_as_non_root_is_healthy_and_stops_cleanly_on_sigterm
         assert health.returncode == 0, health.stdout + health.stderr
         assert box.inspect(".State.Healthcheck.Status") == "healthy"
 
+        # a large upload (about a second of work) in flight when SIGTERM arrives still answers
+        statuses: list[int] = []
+        upload = threading.Thread(target=lambda: statuses.append(requests.post(
+            box.url + "/v1/predict", data=digit_png("1", size=4000), timeout=60,
+            headers={"Content-Type": "image/png"}).status_code))  # fmt: skip
+        upload.start()
+        time.sleep(0.3)
         t0 = time.monotonic()
         container_utils.podman("stop", "--time", str(grace + 5), box.name, timeout=grace + 30)
         stopped_in = time.monotonic() - t0
+        upload.join()
         print(f"\nSIGTERM to stopped: {stopped_in:.1f} s (grace {grace} s)")
-        assert stopped_in < grace
+        assert statuses == [200] and stopped_in < grace
         assert box.inspect(".State.ExitCode") == "0", box.logs()
         assert "Shutting down: Master" in box.logs()
 

@@ -4,7 +4,6 @@ its resource figures held against the image measured under its worst case."""
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -17,7 +16,6 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
-from PIL import Image, ImageDraw
 from server_utils import REPO, digit_png
 
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -156,15 +154,6 @@ def test_policy_scan_finds_nothing_unjustified(tmp_path):
         assert re.fullmatch(r"CKV2?_K8S_\d+", check) and len(why.split()) >= 8, reason
 
 
-def _big_png(side: int) -> bytes:
-    img = Image.new("L", (side, side), 255)
-    ImageDraw.Draw(img).line([(side // 2, side // 6), (side // 2, side * 5 // 6)], fill=0,
-                             width=side // 12)  # fmt: skip
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.container
@@ -188,7 +177,7 @@ def test_resources_hold_the_image_measured_at_its_worst_case(base):
         pids = box.pids()
         pss = sum(_smaps_pss(pid) for pid in pids)
         side = int(int(settings["OCR_MAX_PIXELS"]) ** 0.5)
-        body = _big_png(side)
+        body = digit_png("1", size=side)
         statuses: list[int] = []
 
         def upload() -> None:
