@@ -45,10 +45,16 @@ _HOST_FILES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pip.conf", "/etc/xdg/
 _RECIPE = "1"  # bump when the base's recipe below changes, so the cached image is rebuilt
 
 
+def _which(tool: str) -> str | None:
+    """``tool`` on PATH or in the sbin directories (debootstrap lives there)."""
+    return shutil.which(tool, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin",
+                                                    "/sbin"]))  # fmt: skip
+
+
 def engine_missing() -> str | None:
     """Why the container tests cannot run here, or None when they can."""
     for tool in ("podman", "debootstrap"):
-        if shutil.which(tool) is None:
+        if _which(tool) is None:
             return (f"{tool} is not installed (.ci/run installs podman buildah runc "
                     "debootstrap from Debian)")  # fmt: skip
     if os.geteuid() != 0:
@@ -103,7 +109,7 @@ def ensure_base() -> tuple[str, float]:
     with tempfile.TemporaryDirectory(prefix="ocr-base-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "root"
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={_PACKAGES}", "bookworm",
+            [_which("debootstrap"), "--variant=minbase", f"--include={_PACKAGES}", "bookworm",
              str(root), _debian_mirror()],
             check=True, capture_output=True, timeout=900,
         )  # fmt: skip
