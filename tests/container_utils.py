@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-from server_utils import REPO, free_port, wait_until
+from server_utils import REPO, free_port, is_ready, wait_until
+
+from ocr_service.config import default_workers
 
 __all__ = [
     "IMAGE",
@@ -200,13 +201,6 @@ def proc_status(pid: int, field: str) -> str:
     raise KeyError(field)
 
 
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(url + "/readyz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 @contextlib.contextmanager
 def running_container(
     name: str,
@@ -230,8 +224,12 @@ def running_container(
     podman(*args, *options, image)
     container = Container(name, f"http://127.0.0.1:{port}")
     try:
-        if not wait_until(lambda: _ready(container.url), timeout, interval=0.2):
+        if not wait_until(lambda: is_ready(container.url), timeout, interval=0.2):
             raise RuntimeError(f"container {name} not ready in {timeout}s:\n{container.logs()}")
+        # one worker answering is not all of them: the tests look at every process
+        workers = int(settings.get("OCR_WORKERS") or default_workers())
+        if not wait_until(lambda: len(container.pids()) == 1 + workers, timeout):
+            raise RuntimeError(f"{workers} workers did not start:\n{container.logs()}")
         yield container
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)

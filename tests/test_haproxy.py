@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 from load_client import LoadGenerator, LoadStats
-from server_utils import REPO, digit_png, free_port, save_variant, wait_until
+from server_utils import REPO, digit_png, free_port, is_ready, save_variant, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -62,10 +62,7 @@ class Replica:
             raise RuntimeError(f"{self.name} not ready:\n{self.log.read_text()}")
 
     def ready(self) -> bool:
-        try:
-            return requests.get(self.url + "/readyz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
+        return is_ready(self.url)
 
     def serves_only(self, sha256: str) -> bool:
         """Every live process of the replica serves the model with this sha256 (the metric)."""
