@@ -25,7 +25,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OCR_MODEL_PATH=/models/default
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent ocr
 # The wheels are bind-mounted from the builder, so they never land in a layer. The
-# dependencies' own test suites (scipy's alone is a sixth of the layer) are never run here.
+# dependencies' own test suites are never run in the image: they go too.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels ocr-service \
     && find /usr/local/lib -depth -type d -name tests -path '*-packages/*' -exec rm -rf {} +

@@ -141,8 +141,9 @@ def build_image(base: str, tag: str = IMAGE) -> float:
 
     before = dangling()
     t0 = time.monotonic()
-    # no layer cache: podman 4.3 fails to bind-mount a cached stage (RUN --mount from=builder)
-    podman("build", "--no-cache", "--format", "docker", "--network", "host",
+    # no layer cache: podman 4.3 fails to bind-mount a cached stage (RUN --mount from=builder);
+    # no intermediate images either, so nothing is left behind but the image
+    podman("build", "--no-cache", "--layers=false", "--format", "docker", "--network", "host",
            "--build-arg", f"BASE={base}", "--tag", tag, str(REPO), timeout=900)  # fmt: skip
     seconds = time.monotonic() - t0
     leftovers = dangling() - before  # the builder stage and the previous build of ``tag``
