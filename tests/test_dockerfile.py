@@ -181,7 +181,7 @@ def test_image_reads_a_digit_as_non_root_is_healthy_and_stops_cleanly_on_sigterm
         assert health.returncode == 0, health.stdout + health.stderr
         assert box.inspect(".State.Healthcheck.Status") == "healthy"
 
-        # a large upload (about a second of work) in flight when SIGTERM arrives still answers
+        # a large upload in flight when SIGTERM arrives still gets its answer
         statuses: list[int] = []
         upload = threading.Thread(target=lambda: statuses.append(requests.post(
             box.url + "/v1/predict", data=digit_png("1", size=4000), timeout=60,
