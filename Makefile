@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OCR_PORT ?= 8000
 export OCR_PORT
 
-.PHONY: run test lint model bench clean browser-deps fonts screenshot
+.PHONY: run test lint model bench clean browser-deps deploy-deps fonts screenshot
 
 $(BIN)/ocr-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ $(VENV)/.dev-installed: pyproject.toml
 run: $(BIN)/ocr-serve
 	$(BIN)/ocr-serve --port $(OCR_PORT)
 
-## Install browser packages if missing, then run the whole test suite
-test: $(VENV)/.dev-installed browser-deps fonts
+## Install browser, deployment and font packages if missing, then run the whole test suite
+test: $(VENV)/.dev-installed browser-deps deploy-deps fonts
 	$(BIN)/ruff check ocr_service tests scripts
 	$(BIN)/python -m pytest
 
@@ -42,6 +42,17 @@ fonts:
 	  echo "installing Debian handwriting fonts for styled training digits"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(FONT_PACKAGES); }
+
+# podman & co. build and run the image (tests/test_dockerfile.py), haproxy fronts replicas
+# (tests/test_haproxy.py); the tests skip, saying why, where these cannot be installed
+DEPLOY_TOOLS := podman buildah runc debootstrap haproxy
+deploy-deps:
+	@missing=; for tool in $(DEPLOY_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian$$missing for the deployment tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; } || \
+	    echo "could not install$$missing: those tests will be skipped"; fi
 
 ## Re-take docs/screenshot.png (shown in the README) in headless Chromium
 screenshot: $(VENV)/.dev-installed browser-deps

@@ -75,8 +75,8 @@ class Metrics:
         )
         self.model_info = Gauge(
             "ocr_model_info",
-            "1 while any live process serves this model version.",
-            ("name", "version", "kind"),
+            "1 while any live process serves this model version (sha256 of its weights).",
+            ("name", "version", "kind", "sha256"),
             multiprocess_mode="livemax",
             registry=reg,
         )
@@ -86,7 +86,7 @@ class Metrics:
             ("result",),
             registry=reg,
         )
-        self._model_labels: tuple[str, str, str] | None = None
+        self._model_labels: tuple[str, str, str, str] | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         code = str(status)
@@ -100,9 +100,9 @@ class Metrics:
     def observe_iterations(self, iterations: float) -> None:
         self.iterations.observe(iterations)
 
-    def set_model(self, name: str, version: str, kind: str) -> None:
+    def set_model(self, name: str, version: str, kind: str, sha256: str) -> None:
         """Publish the model this process serves (and withdraw the one it served before)."""
-        labels = (name, version, kind)
+        labels = (name, version, kind, sha256)
         if self._model_labels is not None and self._model_labels != labels:
             self.model_info.labels(*self._model_labels).set(0)
         self.model_info.labels(*labels).set(1)

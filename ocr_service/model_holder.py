@@ -125,7 +125,7 @@ class ModelHolder:
         """(Re)announce the served model in this process's metrics, e.g. after a fork."""
         if self.predictor is not None:
             a = self.predictor.artifact
-            self._metrics.set_model(a.name, a.version, a.kind)
+            self._metrics.set_model(a.name, a.version, a.kind, str(a.metadata["sha256"]))
 
     def get(self) -> Predictor:
         """The predictor for one request; 503 ``not_ready`` while no model could be loaded.

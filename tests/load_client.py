@@ -26,6 +26,9 @@ class LoadStats:
     failures: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # seconds, one per answered request
     versions: Counter = field(default_factory=Counter)
+    #: one per request: (finished at, monotonic; seconds; status, 0 = failed; model version;
+    #: the ``X-Served-By`` header of a load balancer)
+    samples: list[tuple[float, float, int, str | None, str | None]] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -40,6 +43,7 @@ class LoadStats:
         self.failures += other.failures
         self.latencies += other.latencies
         self.versions.update(other.versions)
+        self.samples += other.samples
 
 
 class LoadGenerator:
@@ -120,13 +124,19 @@ class LoadGenerator:
                 payload = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 stats.failures.append(repr(exc))
+                stats.samples.append((time.monotonic(), time.perf_counter() - t0, 0, None, None))
                 conn.close()
                 conn = None
                 continue
-            stats.latencies.append(time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            stats.latencies.append(seconds)
             stats.statuses[response.status] += 1
+            version = None
             if response.status == 200:
-                stats.versions[json.loads(payload)["model"]["version"]] += 1
+                version = json.loads(payload)["model"]["version"]
+                stats.versions[version] += 1
+            served_by = response.getheader("X-Served-By")
+            stats.samples.append((time.monotonic(), seconds, response.status, version, served_by))
             if response.will_close:
                 conn.close()
                 conn = None

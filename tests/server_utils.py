@@ -27,6 +27,7 @@ __all__ = [
     "Server",
     "digit_png",
     "free_port",
+    "is_ready",
     "running_server",
     "save_variant",
     "wait_until",
@@ -107,7 +108,8 @@ class Server:
         return {int(p) for p in children.read_text().split()}
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
+    """``GET url/readyz`` answers 200 (False while nothing answers)."""
     try:
         return requests.get(url + "/readyz", timeout=1).status_code == 200
     except requests.RequestException:
@@ -150,7 +152,7 @@ def running_server(
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        probe = _ready if require_ready else _alive
+        probe = is_ready if require_ready else _alive
         if not wait_until(lambda: probe(server.url) or process.poll() is not None, timeout):
             raise RuntimeError(f"server did not start in {timeout}s:\n{server.log()}")
         if process.poll() is not None:

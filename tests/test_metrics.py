@@ -37,13 +37,14 @@ def test_requests_latency_predictions_and_iterations_are_exposed():
 
 def test_model_info_follows_reloads():
     m = Metrics()
-    m.set_model("digits", "aaa", "mlp")
-    m.set_model("digits", "bbb", "rbp")
+    m.set_model("digits", "aaa", "mlp", "a" * 64)
+    m.set_model("digits", "bbb", "rbp", "b" * 64)
     m.count_reload(True)
     m.count_reload(False)
     text = m.render()[0].decode()
-    assert _value(text, 'ocr_model_info{kind="mlp",name="digits",version="aaa"}') == 0
-    assert _value(text, 'ocr_model_info{kind="rbp",name="digits",version="bbb"}') == 1
+    info = 'ocr_model_info{{kind="{}",name="digits",sha256="{}",version="{}"}}'
+    assert _value(text, info.format("mlp", "a" * 64, "aaa")) == 0
+    assert _value(text, info.format("rbp", "b" * 64, "bbb")) == 1
     assert _value(text, 'ocr_model_reloads_total{result="ok"}') == 1
     assert _value(text, 'ocr_model_reloads_total{result="error"}') == 1
 
@@ -55,10 +56,10 @@ def test_multiprocess_mode_sums_workers_and_forgets_dead_ones_gauges(tmp_path):
         import os
         from ocr_service.metrics import Metrics, mark_process_dead
         m = Metrics()
-        m.set_model("digits", "old", "mlp")    # the master, before forking
+        m.set_model("digits", "old", "mlp", "0" * 64)    # the master, before forking
         pid = os.fork()
         if pid == 0:                           # a worker: 3 requests, announces its model
-            m.set_model("digits", "new", "mlp")
+            m.set_model("digits", "new", "mlp", "1" * 64)
             for _ in range(3):
                 m.observe_request("/v1/predict", "POST", 200, 0.001)
             os._exit(0)
@@ -77,8 +78,8 @@ def test_multiprocess_mode_sums_workers_and_forgets_dead_ones_gauges(tmp_path):
     req = 'ocr_http_requests_total{method="POST",route="/v1/predict",status="200"}'
     assert _value(before, req) == 4
     assert _value(after, req) == 4  # counters survive their process
-    new = 'ocr_model_info{kind="mlp",name="digits",version="new"}'
-    old = 'ocr_model_info{kind="mlp",name="digits",version="old"}'
+    new = f'ocr_model_info{{kind="mlp",name="digits",sha256="{"1" * 64}",version="new"}}'
+    old = f'ocr_model_info{{kind="mlp",name="digits",sha256="{"0" * 64}",version="old"}}'
     assert _value(before, new) == 1 and _value(before, old) == 1
     assert new not in after  # the only process serving "new" is gone
     assert _value(after, old) == 1
