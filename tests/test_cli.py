@@ -183,3 +183,51 @@ def test_train_on_pixels_records_them_and_every_reader_uses_them(tmp_path, capsy
     capsys.readouterr()
     assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(stored, abs=1e-6)
+
+
+def test_fine_tune_from_a_model_on_mixed_sources_reports_each_held_out_part(trained, tmp_path,
+                                                                          capsys):
+    mine = tmp_path / "mine"
+    for label, x in (("1", 20), ("7", 8)):
+        (mine / label).mkdir(parents=True)
+        for i in range(10):
+            image = Image.new("L", (40, 40), 255)
+            image.paste(0, (x + i % 3, 5, x + i % 3 + 6, 35))
+            image.save(mine / label / f"{i}.png")
+    out = tmp_path / "tuned"
+    assert train_main(["--dataset", "digits", "--dataset", f"folder:{mine}*3", "--scheme",
+                       "optdigits", "--init", str(trained), "--epochs", "2", "--lr", "0.0005",
+                       "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "starting from" in printed and "folder:mine: " in printed and "digits: " in printed
+    meta = load_model(out).metadata
+    start = load_model(trained)
+    assert meta["training"]["init"]["version"] == start.version
+    assert meta["training"]["sources"]["folder:mine"]["weight"] == 3
+    by_source = meta["metrics"]["by_source"]
+    assert by_source["folder:mine"]["size"] == 4 and by_source["digits"]["size"] == 359
+    assert meta["training"]["config"]["hidden"] == [64]  # the start's layers, not the default
+    assert by_source["digits"]["accuracy"] > start.metadata["metrics"]["test_accuracy"] - 0.05
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--hidden", "32"], "cannot start from a mlp layers 64-64-10 (relu) network"),
+    (["--features", "pixels"], "reads gradients, not --features pixels"),
+    (["--negatives", "50"], "has no non-character output"),
+])  # fmt: skip
+def test_an_init_model_that_does_not_fit_exits_2_and_writes_nothing(trained, tmp_path, capsys,
+                                                                   extra, message):
+    code = train_main(["--dataset", "digits", "--init", str(trained), "--epochs", "1", *extra,
+                       "--out", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_init_model_of_another_scheme_or_missing_exits_2(trained, tmp_path, capsys):
+    assert train_main(["--dataset", "mnist5k", "--init", str(trained), "--out",
+                       str(tmp_path / "m")]) == 2  # fmt: skip
+    assert "reads the optdigits scheme, the data is mnist" in capsys.readouterr().err
+    assert train_main(["--dataset", "digits", "--init", str(tmp_path / "none"), "--out",
+                       str(tmp_path / "m")]) == 2  # fmt: skip
+    assert "not found" in capsys.readouterr().err
