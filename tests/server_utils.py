@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "Server",
+    "all_workers_serve",
     "digit_png",
     "free_port",
     "running_server",
@@ -105,6 +106,16 @@ class Server:
         """PIDs of the master's current worker processes."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return {int(p) for p in children.read_text().split()}
+
+
+def all_workers_serve(server: Server, version: str) -> bool:
+    """True when 8 requests in a row, each on a new connection (so they spread over the
+    workers), all report model ``version``."""
+    return all(
+        requests.get(server.url + "/v1/model", headers={"Connection": "close"},
+                     timeout=10).json()["version"] == version
+        for _ in range(8)
+    )  # fmt: skip
 
 
 def _ready(url: str) -> bool:
