@@ -302,8 +302,9 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
         },
     }
     text_field = {
-        "text": {"type": "string", "minLength": 1,
-                 "description": "what was actually written, one character per character read"},
+        "text": {"type": "string", "pattern": r"\S", "maxLength": 1000,
+                 "description": "what was actually written, one character per character read "
+                 "(white space is ignored)"},
         "user": {"type": "string", "pattern": r"^[A-Za-z0-9._@-]{1,64}$",
                  "description": "optional tag, to find and delete one user's corrections"},
     }
