@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .errors import CodedError
 from .model_store import atomic_write
 from .predictor import PredictionResult
 from .preprocess import ANALYSIS_PIXELS, decode_scaled
@@ -60,39 +61,24 @@ _ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{16}$")
 CROPS, RECORDS = ".crops", ".records"
 
 
-class FeedbackError(Exception):
+class FeedbackError(CodedError, status=400, code="bad_parameter"):
     """A correction that is refused; ``status`` and ``code`` are its HTTP answer."""
 
-    status = 400
-    code = "bad_parameter"
 
-
-class UnknownLabelError(FeedbackError):
+class UnknownLabelError(FeedbackError, status=422, code="unknown_label"):
     """A true label that is not one of the served model's classes."""
 
-    status = 422
-    code = "unknown_label"
 
-
-class CountMismatchError(FeedbackError):
+class CountMismatchError(FeedbackError, status=422, code="count_mismatch"):
     """The true text has another number of characters than the model found in the image."""
 
-    status = 422
-    code = "count_mismatch"
 
-
-class StoreFullError(FeedbackError):
+class StoreFullError(FeedbackError, status=507, code="feedback_store_full"):
     """Storing the correction would take the folder over ``OCR_FEEDBACK_MAX_MB``."""
 
-    status = 507
-    code = "feedback_store_full"
 
-
-class StoreUnavailableError(FeedbackError):
+class StoreUnavailableError(FeedbackError, status=503, code="feedback_unavailable"):
     """The folder cannot be written (permissions, a file where a folder belongs...)."""
-
-    status = 503
-    code = "feedback_unavailable"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 __all__ = [
     "Server",
     "all_workers_serve",
+    "copy_model",
     "digit_png",
     "free_port",
     "running_server",
@@ -48,6 +50,13 @@ def digit_png(kind: str = "1", size: int = 96, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def copy_model(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy the artifact at base path ``source`` to ``target`` (both files); returns it."""
+    for suffix in (".npz", ".json"):
+        shutil.copy(f"{source}{suffix}", f"{target}{suffix}")
+    return Path(target)
 
 
 def save_variant(source: str | os.PathLike[str], target: str | os.PathLike[str], name: str) -> str:

@@ -4,10 +4,9 @@ import base64
 import hmac
 import io
 import json
-import shutil
 
 import pytest
-from server_utils import digit_png
+from server_utils import copy_model, digit_png
 
 from ocr_service.app import create_app
 
@@ -19,10 +18,7 @@ CLASSES = [str(i) for i in range(10)]
 @pytest.fixture
 def model_copy(tmp_path, small_model_path):
     """A private copy of the model that a test may overwrite or corrupt."""
-    base = tmp_path / "model"
-    for suffix in (".npz", ".json"):
-        shutil.copy(small_model_path + suffix, str(base) + suffix)
-    return base
+    return copy_model(small_model_path, tmp_path / "model")
 
 
 @pytest.fixture

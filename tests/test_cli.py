@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from PIL import Image
+from writing import bars_folder
 
 from ocr_service.cli import eval_main, predict_main, train_main
 from ocr_service.model_store import load_model
@@ -187,13 +188,7 @@ def test_train_on_pixels_records_them_and_every_reader_uses_them(tmp_path, capsy
 
 def test_fine_tune_from_a_model_on_mixed_sources_reports_each_held_out_part(trained, tmp_path,
                                                                           capsys):
-    mine = tmp_path / "mine"
-    for label, x in (("1", 20), ("7", 8)):
-        (mine / label).mkdir(parents=True)
-        for i in range(10):
-            image = Image.new("L", (40, 40), 255)
-            image.paste(0, (x + i % 3, 5, x + i % 3 + 6, 35))
-            image.save(mine / label / f"{i}.png")
+    mine = bars_folder(tmp_path / "mine")
     out = tmp_path / "tuned"
     assert train_main(["--dataset", "digits", "--dataset", f"folder:{mine}*3", "--scheme",
                        "optdigits", "--init", str(trained), "--epochs", "2", "--lr", "0.0005",

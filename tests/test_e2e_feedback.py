@@ -11,14 +11,13 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from server_utils import REPO, all_workers_serve, running_server, wait_until
+from server_utils import REPO, all_workers_serve, copy_model, running_server, wait_until
 
 from ocr_service.cli import eval_main
 
@@ -97,9 +96,7 @@ def _mnist5k_held_out(model, capsys) -> float:
 
 @pytest.mark.skipif(not SHIPPED.with_suffix(".json").exists(), reason="no shipped model")
 def test_corrections_teach_the_served_model_a_writers_own_digits(tmp_path, capsys):
-    model = tmp_path / "model"
-    for suffix in (".npz", ".json"):
-        shutil.copy(SHIPPED.with_suffix(suffix), model.with_suffix(suffix))
+    model = copy_model(SHIPPED, tmp_path / "model")
     feedback = tmp_path / "feedback"
     env = {"OCR_ADMIN_TOKEN": TOKEN, "OCR_FEEDBACK_DIR": str(feedback)}
     general_before = _mnist5k_held_out(model, capsys)

@@ -1,11 +1,11 @@
 """``ocr-feedback``: retrain from a corrections folder behind the accuracy gate; forget."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
+from server_utils import copy_model
+from writing import bars_folder
 
 from ocr_service import feedback as fb
 from ocr_service.model_store import load_model
@@ -14,23 +14,12 @@ from ocr_service.retrain import REFUSED, main
 
 @pytest.fixture
 def served(tmp_path, small_model_path):
-    base = tmp_path / "served"
-    for suffix in (".npz", ".json"):
-        shutil.copy(small_model_path + suffix, str(base) + suffix)
-    return base
+    return copy_model(small_model_path, tmp_path / "served")
 
 
 @pytest.fixture
 def corrections(tmp_path):
-    """A folder-dataset of a writer's 1s and 7s (bars at two places)."""
-    root = tmp_path / "feedback"
-    for label, x in (("1", 20), ("7", 8)):
-        (root / label).mkdir(parents=True)
-        for i in range(10):
-            image = Image.new("L", (40, 40), 255)
-            image.paste(0, (x + i % 3, 5, x + i % 3 + 6, 35))
-            image.save(root / label / f"{i}.png")
-    return root
+    return bars_folder(tmp_path / "feedback")
 
 
 def _retrain(served, corrections, *extra):
