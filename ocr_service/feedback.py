@@ -10,7 +10,8 @@ named by the server (``<UTC time>-<random hex>``), in the sub-folder of its true
 ``ocr-train --dataset folder --data-dir DIR`` reads the visible PNGs as is (hidden files
 are skipped); the visible file is renamed into place last, so a reader never sees a
 character without its record. Writers of every worker process and thread take turns on
-``DIR/.lock`` (``flock``), so the size cap holds under concurrent requests.
+``DIR/.lock`` (``flock``), so the size cap holds under concurrent requests; ``DIR/.usage``
+tallies the bytes used, and the files are counted again before a correction is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -58,7 +60,9 @@ MAX_LABELS = 128
 CROP_MAX_SIDE = 512
 _USER = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 _ID = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{16}$")
-CROPS, RECORDS = ".crops", ".records"
+CROPS, RECORDS, TALLY = ".crops", ".records", ".usage"
+#: age in seconds after which the usage tally is counted again from the files
+TALLY_SECONDS = 60.0
 
 
 class FeedbackError(CodedError, status=400, code="bad_parameter"):
@@ -202,6 +206,18 @@ class FeedbackStore:
                     total += os.stat(os.path.join(folder, name)).st_size
         return total
 
+    def _tally(self) -> int:
+        """Bytes used as of the last write (``DIR/.usage``, kept under the lock), so a write
+        need not count every file; counted afresh when the tally is missing, unreadable or
+        older than ``TALLY_SECONDS`` (files added or removed by hand)."""
+        path = self.root / TALLY
+        try:
+            if time.time() - path.stat().st_mtime <= TALLY_SECONDS:
+                return int(path.read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            pass
+        return self.used_bytes()
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -249,13 +265,16 @@ class FeedbackStore:
         incoming = sum(len(data) for _, files in items for data in files.values())
         try:
             with self._locked():
-                used = self.used_bytes()
+                used = self._tally()
+                if used + incoming > self.max_bytes:
+                    used = self.used_bytes()  # refuse on a fresh count, not on the tally
                 if used + incoming > self.max_bytes:
                     raise StoreFullError(
                         f"the feedback store is full ({used} of {self.max_bytes} bytes used); "
                         "corrections are not accepted until an operator makes room"
                     )
                 self._write_all([files for _, files in items])
+                atomic_write(self.root / TALLY, str(used + incoming).encode())
         except OSError as exc:
             if exc.errno in (28, 122):  # ENOSPC, EDQUOT: the disk, not the cap, is full
                 raise StoreFullError("no space left for corrections on the server") from None
@@ -304,6 +323,8 @@ class FeedbackStore:
                     with contextlib.suppress(FileNotFoundError):
                         file.unlink()
                 removed += 1
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / TALLY).unlink()  # the next write counts afresh
         return removed
 
 

@@ -27,7 +27,7 @@ def _correction(label: str, seed: int = 0, read: str = "1") -> fb.Correction:
 
 def _files(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                  and p.name != ".lock")  # fmt: skip
+                  and p.name not in (".lock", ".usage"))  # fmt: skip
 
 
 @pytest.fixture
@@ -74,6 +74,29 @@ def test_a_full_store_refuses_and_writes_nothing(tmp_path):
         small.add([_correction("2", s) for s in range(5)], model=MODEL, scheme="mnist")
     assert _files(small.root) == before
     assert small.used_bytes() <= 3000
+
+
+def test_room_made_by_hand_is_found_before_a_correction_is_refused(tmp_path):
+    small = fb.FeedbackStore(tmp_path / "f", max_bytes=3000)
+    small.add([_correction("1")], model=MODEL, scheme="mnist")
+    with pytest.raises(fb.StoreFullError):
+        small.add([_correction("2", 1)], model=MODEL, scheme="mnist")
+    for path in [p for p in (tmp_path / "f" / "1").rglob("*") if p.is_file()]:
+        path.unlink()  # an operator deletes by hand; the tally still counts those files
+    small.add([_correction("2", 1)], model=MODEL, scheme="mnist")
+    assert small.used_bytes() <= 3000
+
+
+def test_files_added_by_hand_count_once_the_tally_is_old(tmp_path):
+    store = fb.FeedbackStore(tmp_path / "f", max_bytes=20_000)
+    store.add([_correction("1")], model=MODEL, scheme="mnist")
+    (tmp_path / "f" / "notes.bin").write_bytes(b"\0" * 15_000)
+    store.add([_correction("2", 1)], model=MODEL, scheme="mnist")  # the fresh tally misses it
+    tally = tmp_path / "f" / ".usage"
+    old = tally.stat().st_mtime - fb.TALLY_SECONDS - 1
+    os.utime(tally, (old, old))
+    with pytest.raises(fb.StoreFullError):
+        store.add([_correction("3", 2)], model=MODEL, scheme="mnist")
 
 
 def test_a_failed_write_removes_the_whole_request(store, monkeypatch):

@@ -271,8 +271,8 @@ def _check_feedback(status: int, content_type: str, body: bytes) -> None:
 
 
 def _files(root) -> int:
-    """Files of the store (its lock file aside)."""
-    return sum(1 for p in root.rglob("*") if p.is_file() and p.name != ".lock")
+    """Files of the store (its lock and tally aside)."""
+    return sum(1 for p in root.rglob("*") if p.is_file() and p.name not in (".lock", ".usage"))
 
 
 def test_fuzz_feedback_in_process_refusals_write_nothing(small_model_path, tmp_path):

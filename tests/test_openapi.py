@@ -111,8 +111,10 @@ def test_feedback_responses_match_the_schema(small_model_path, tmp_path, spec):
     assert [r.status_code for r in responses] == [201, 422, 422, 400, 404]
     for response in responses:
         _check(spec, response, "/v1/feedback", "post")
-    (tmp_path / "f" / "big").write_bytes(b"\0" * 1024 * 1024)
-    full = on.post("/v1/feedback?text=6", **RAW)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "big").write_bytes(b"\0" * 1024 * 1024)
+    full = create_app({"model_path": small_model_path, "feedback_dir": str(tmp_path / "full"),
+                       "feedback_max_mb": 1}).test_client().post("/v1/feedback?text=6", **RAW)
     assert full.status_code == 507
     _check(spec, full, "/v1/feedback", "post")
     for client in (on, off):
