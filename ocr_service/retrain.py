@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import sys
 import tempfile
@@ -114,8 +115,9 @@ def _retrain(args: argparse.Namespace) -> None:
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--patience", "0",
             "--name", served.name,
         ] + [a for spec in specs for a in ("--dataset", _spec_text(spec))]  # fmt: skip
-        # with --json, stdout carries only the report
-        with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        # its summary names the temporary file; the report below says it all (errors still
+        # reach stderr)
+        with contextlib.redirect_stdout(io.StringIO()):
             code = train_main(argv)
         if code != 0:
             raise UsageError("fine-tuning failed (see above)")
