@@ -199,7 +199,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", type=_non_negative_int, default=None, metavar="N",
                    help="add N non-character examples (touching pairs, fragments of the "
                         "training images) as an extra output class, so touching characters "
-                        "are cut right (default 0: none)")
+                        "are cut right (default 0: none; with --init, the model's)")
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch")
     p.add_argument("--seed", type=_non_negative_int, default=None,
