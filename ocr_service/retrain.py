@@ -49,13 +49,20 @@ class _Refused(Exception):
     """The retrained model is worse on the general held-out images than allowed."""
 
 
+def _folder(text: str) -> Path:
+    if not text.strip():  # Path("") would be the current folder
+        raise argparse.ArgumentTypeError("empty: give the corrections folder "
+                                         "(or set OCR_FEEDBACK_DIR)")
+    return Path(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ocr-feedback", description="Retrain from users' corrections, or "
                 "delete them.")  # fmt: skip
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     feedback_dir = load_settings().feedback_dir or None
     r = sub.add_parser("retrain", help="fine-tune the served model on the corrections")
-    r.add_argument("--feedback", type=Path, default=feedback_dir, required=not feedback_dir,
+    r.add_argument("--feedback", type=_folder, default=feedback_dir, required=not feedback_dir,
                    help="the corrections folder (default $OCR_FEEDBACK_DIR)")
     r.add_argument("--model", type=Path, default=None,
                    help="the served model (default $OCR_MODEL_PATH or the shipped one)")
@@ -74,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                    f"this fraction (default {DEFAULT_MAX_DROP})")  # fmt: skip
     r.add_argument("--json", action="store_true", help="print the scores as JSON")
     f = sub.add_parser("forget", help="delete corrections: one user's, or given ones")
-    f.add_argument("--feedback", type=Path, default=feedback_dir, required=not feedback_dir,
+    f.add_argument("--feedback", type=_folder, default=feedback_dir, required=not feedback_dir,
                    help="the corrections folder (default $OCR_FEEDBACK_DIR)")
     f.add_argument("--user", help="delete every correction sent with this user tag")
     f.add_argument("--id", action="append", default=[], help="delete this correction (repeat)")

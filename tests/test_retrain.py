@@ -56,6 +56,9 @@ def test_retrain_without_corrections_or_with_another_scheme_exits_2(served, corr
                                                                   tmp_path, capsys):
     assert _retrain(served, tmp_path / "none") == 2
     assert "no corrections folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # `make retrain` without FEEDBACK
+        _retrain(served, "")
+    assert exit_info.value.code == 2 and "empty" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert _retrain(served, tmp_path / "empty") == 2
     assert "needs a class sub-folder" in capsys.readouterr().err
