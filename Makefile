@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OCR_PORT ?= 8000
 export OCR_PORT
 
-.PHONY: run test lint model bench clean browser-deps deploy-deps fonts screenshot
+.PHONY: run test lint model bench clean browser-deps deploy-deps fonts screenshot retrain
 
 $(BIN)/ocr-serve: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ screenshot: $(VENV)/.dev-installed browser-deps
 model: $(VENV)/.dev-installed fonts
 	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --features gradients --augment --negatives 1500 \
 	  --styles 1500 --epochs 100 --patience 0 --seed 0 --name mnist5k-mlp --quiet --out models/default
+
+## Fine-tune the served model on users' corrections; writes it only if mnist5k accuracy holds
+## (FEEDBACK=folder, default $$OCR_FEEDBACK_DIR; MODEL=served artifact, default models/default)
+FEEDBACK ?= $(OCR_FEEDBACK_DIR)
+MODEL ?= models/default
+retrain: $(VENV)/.dev-installed
+	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-feedback retrain --feedback "$(FEEDBACK)" --model "$(MODEL)"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check ocr_service tests scripts

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, render_template, request
 
 from .app import Service
 from .errors import ApiError, error_body
+from .feedback import FeedbackStore, corrections_for, parse_labels, parse_user
 from .image_errors import ImageError
 from .model_holder import ReloadError
 from .openapi import build_spec
@@ -192,6 +193,41 @@ def predict_batch() -> dict[str, Any]:
         "model": _model_ref(predictor),
         "elapsed_ms": round((perf_counter() - t0) * 1000.0, 3),
     }
+
+
+def _feedback_store() -> FeedbackStore:
+    store = _service().feedback
+    if store is None:
+        raise ApiError(404, "not_found",
+                       "corrections are turned off on this server (OCR_FEEDBACK_DIR is not set)")
+    return store
+
+
+@v1.get("/feedback")
+def feedback_info() -> dict[str, Any]:
+    store = _feedback_store()
+    predictor = _service().holder.get()
+    return {"enabled": True, "classes": predictor.artifact.classes, "max_bytes": store.max_bytes}
+
+
+@v1.post("/feedback")
+def feedback() -> tuple[dict[str, Any], int]:
+    """Re-read the image with the served model, pair its characters with the true ``text``
+    and keep each one as training data (see ``feedback.py``)."""
+    service = _service()
+    store = _feedback_store()
+    predictor = service.holder.get()
+    data, fields = _read_single_image()
+    _, segment, _ = _all_options(request.args, fields, len(predictor.artifact.classes))
+    labels = parse_labels(request.args.get("text", fields.get("text")), predictor.artifact.classes)
+    user = parse_user(request.args.get("user", fields.get("user")))
+    result = predictor.predict_bytes(data, top_k=1, segment=segment)
+    corrections = corrections_for(result, labels, data, max_pixels=predictor.max_pixels)
+    model = _model_ref(predictor)
+    records = store.add(corrections, model=model, user=user, scheme=predictor.artifact.scheme)
+    service.metrics.count_corrections((r["label"], r["read"]) for r in records)
+    stored = [{k: r[k] for k in ("id", "label", "read", "box")} for r in records]
+    return {"stored": stored, "text": result.text, "model": model}, 201
 
 
 @v1.get("/model")

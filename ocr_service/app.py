@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Settings, load_settings
 from .errors import ApiError, error_body
+from .feedback import FeedbackError, FeedbackStore
 from .image_errors import ImageError
 from .metrics import Metrics
 from .model_holder import ModelHolder
@@ -47,6 +48,8 @@ class Service:
     settings: Settings
     holder: ModelHolder
     metrics: Metrics
+    #: the corrections folder; None when feedback is off (no ``OCR_FEEDBACK_DIR``)
+    feedback: FeedbackStore | None = None
 
 
 class _InMemoryRequest(Request):
@@ -72,10 +75,17 @@ def _json_error(
     return response
 
 
-def _register_error_handlers(app: Flask) -> None:
+def _register_error_handlers(app: Flask, metrics: Metrics) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return _json_error(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(FeedbackError)
+    def _feedback_error(exc: FeedbackError):
+        metrics.count_feedback_refused(exc.code)
+        if exc.__cause__ is not None:  # the server's side: tell the operator why
+            log.error("feedback not stored: %s", exc.__cause__)
+        return _json_error(exc.status, exc.code, str(exc) or exc.code)
 
     @app.errorhandler(ImageError)
     def _image_error(exc: ImageError):
@@ -139,12 +149,17 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     metrics = Metrics()
     holder = ModelHolder(settings, metrics)
     holder.try_reload()
-    app.extensions["ocr"] = Service(settings, holder, metrics)
+    feedback = (
+        FeedbackStore(settings.feedback_dir, settings.feedback_max_mb * 1024 * 1024)
+        if settings.feedback_dir
+        else None
+    )
+    app.extensions["ocr"] = Service(settings, holder, metrics, feedback)
 
     from .api import ops, v1
 
     app.register_blueprint(v1)
     app.register_blueprint(ops)
-    _register_error_handlers(app)
+    _register_error_handlers(app, metrics)
     _register_metrics_hooks(app, metrics)
     return app

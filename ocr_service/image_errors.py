@@ -6,6 +6,8 @@ maps any ``ImageError`` to its JSON error.
 
 from __future__ import annotations
 
+from .errors import CodedError
+
 __all__ = [
     "CorruptImageError",
     "ImageError",
@@ -16,24 +18,12 @@ __all__ = [
 ]
 
 
-class ImageError(Exception):
+class ImageError(CodedError, status=400, code="bad_image"):
     """An upload that cannot be turned into a model input; carries its HTTP status and code.
 
     Each kind states both in its class line: ``class X(ImageError, status=..., code=...)``;
     a subclass without them keeps its parent's.
     """
-
-    status = 400
-    code = "bad_image"
-
-    def __init_subclass__(
-        cls, *, status: int | None = None, code: str | None = None, **kwargs: object
-    ) -> None:
-        super().__init_subclass__(**kwargs)
-        if status is not None:
-            cls.status = status
-        if code is not None:
-            cls.code = code
 
 
 class CorruptImageError(ImageError, status=400, code="bad_image"):

@@ -86,6 +86,19 @@ class Metrics:
             ("result",),
             registry=reg,
         )
+        self.corrections = Counter(
+            "ocr_feedback_corrections_total",
+            "Characters corrected through /v1/feedback, by true class and the class the model "
+            "read ('?' = rejected): a confusion matrix of what users write.",
+            ("true_class", "read_class"),
+            registry=reg,
+        )
+        self.feedback_refused = Counter(
+            "ocr_feedback_refused_total",
+            "Corrections refused, by error code (feedback_store_full, count_mismatch, ...).",
+            ("reason",),
+            registry=reg,
+        )
         self._model_labels: tuple[str, str, str, str] | None = None
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -96,6 +109,14 @@ class Metrics:
     def count_predictions(self, chars: Iterable[str]) -> None:
         for char in chars:
             self.predictions.labels(char).inc()
+
+    def count_corrections(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """One count per stored character: ``(true class, read class)``."""
+        for true_class, read_class in pairs:
+            self.corrections.labels(true_class, read_class).inc()
+
+    def count_feedback_refused(self, reason: str) -> None:
+        self.feedback_refused.labels(reason).inc()
 
     def observe_iterations(self, iterations: float) -> None:
         self.iterations.observe(iterations)

@@ -43,6 +43,7 @@ __all__ = [
     "ModelNotFoundError",
     "ShapeMismatchError",
     "artifact_paths",
+    "atomic_write",
     "default_model_path",
     "load_model",
     "save_model",
@@ -154,7 +155,7 @@ def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
+def atomic_write(target: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``target``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -232,8 +233,8 @@ def save_model(
     text = json.dumps(meta, indent=1, sort_keys=False, allow_nan=False)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     _keep_current_weights(npz_path, json_path)
-    _atomic_write(npz_path, weights)
-    _atomic_write(json_path, text.encode("utf-8"))
+    atomic_write(npz_path, weights)
+    atomic_write(json_path, text.encode("utf-8"))
     _fsync_dir(npz_path.parent)
     for stale in npz_path.parent.glob(f".{npz_path.stem}.*.npz.bak"):
         with contextlib.suppress(OSError):
@@ -259,7 +260,7 @@ def _keep_current_weights(npz_path: Path, json_path: Path) -> None:
     try:
         os.link(npz_path, backup)
     except OSError:  # filesystems without hard links
-        _atomic_write(backup, npz_path.read_bytes())
+        atomic_write(backup, npz_path.read_bytes())
 
 
 def _validate_input(spec: Any, n_inputs: int) -> None:

@@ -172,6 +172,38 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["status"],
         "properties": {"status": {"const": "ok"}},
     },
+    "FeedbackStored": {
+        "type": "object",
+        "required": ["stored", "text", "model"],
+        "properties": {
+            "stored": {
+                "type": "array",
+                "description": "one entry per character, in reading order",
+                "items": {
+                    "type": "object",
+                    "required": ["id", "label", "read", "box"],
+                    "properties": {
+                        "id": {"type": "string", "description": "server-chosen name"},
+                        "label": {"type": "string", "description": "the true class"},
+                        "read": {"type": "string", "description": "what the model read"},
+                        "box": {"type": "array", "items": {"type": "integer"},
+                                "minItems": 4, "maxItems": 4},
+                    },
+                },
+            },
+            "text": {"type": "string", "description": "the served model's reading"},
+            "model": _ref("ModelRef"),
+        },
+    },
+    "FeedbackInfo": {
+        "type": "object",
+        "required": ["enabled", "classes", "max_bytes"],
+        "properties": {
+            "enabled": {"const": True},
+            "classes": {"type": "array", "items": {"type": "string"}},
+            "max_bytes": {"type": "integer", "description": "size cap of the store"},
+        },
+    },
     "Reloaded": {
         "type": "object",
         "required": ["status", "model", "scope"],
@@ -269,6 +301,25 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
             },
         },
     }
+    text_field = {
+        "text": {"type": "string", "pattern": r"\S", "maxLength": 1000,
+                 "description": "what was actually written, one character per character read "
+                 "(white space is ignored)"},
+        "user": {"type": "string", "pattern": r"^[A-Za-z0-9._@-]{1,64}$",
+                 "description": "optional tag, to find and delete one user's corrections"},
+    }
+    feedback_body = {"required": True, "content": {
+        kind: {"schema": {**body["schema"], "properties": {
+            "image": body["schema"]["properties"]["image"],
+            "segment": option_properties["segment"], **text_field}}}
+        if kind != "image/*" else body
+        for kind, body in predict_body["content"].items()}}  # fmt: skip
+    feedback_parameters = [
+        *(p for p in parameters if p["name"] == "segment"),
+        _query("text", text_field["text"], "the true text (or as a body field)"),
+        _query("user", text_field["user"], "optional user tag (or as a body field)"),
+    ]
+    feedback_off = _error("corrections are off: OCR_FEEDBACK_DIR is not set (not_found)")
     batch_body = {
         "required": True,
         "content": {
@@ -326,6 +377,36 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
                         **_client_errors(400, 413, 415, 503),
                     },
                 }
+            },
+            "/v1/feedback": {
+                "post": {
+                    "summary": "Correct a reading: its characters become training data",
+                    "operationId": "feedback",
+                    "parameters": feedback_parameters,
+                    "requestBody": feedback_body,
+                    "responses": {
+                        "201": _ok("every character stored", "FeedbackStored"),
+                        **_client_errors(400, 413, 415),
+                        "404": feedback_off,
+                        "422": _error(
+                            "no ink or too many characters, a character of text outside the "
+                            "model's classes (unknown_label), or another number of characters "
+                            "than the model read (count_mismatch)"
+                        ),
+                        "503": _error("no model loaded (not_ready), or the store cannot be "
+                                      "written (feedback_unavailable)"),
+                        "507": _error("the store is full (feedback_store_full)"),
+                    },
+                },
+                "get": {
+                    "summary": "Whether corrections are accepted, and for which classes",
+                    "operationId": "feedbackInfo",
+                    "responses": {
+                        "200": _ok("corrections are on", "FeedbackInfo"),
+                        "404": feedback_off,
+                        **_client_errors(503),
+                    },
+                },
             },
             "/v1/model": {
                 "get": {

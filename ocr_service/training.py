@@ -24,6 +24,7 @@ from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "architecture",
     "build_network",
     "calibrate_reject_threshold",
     "evaluate",
@@ -102,6 +103,29 @@ def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Any:
                                       activation=config.activation, dropout=config.dropout,
                                       seed=config.seed, **config.options)
     raise ValueError(f"unknown model kind {config.model!r} (expected 'mlp' or 'rbp')")
+
+
+def architecture(network: Any) -> str:
+    """What must match to start from another network's weights, as text: the kind, the
+    layers and sizes, without training-only settings (dropout rates, initialisation)."""
+    config = {k: v for k, v in network.config().items() if k != "dropout"}
+    layers = config.pop("layers", None)
+    if layers is not None:
+        sizes = [str(layers[0]["in"])] + [str(la["out"]) for la in layers if "out" in la]
+        acts = sorted({la["type"] for la in layers if la["type"] not in ("dense", "dropout")})
+        config["layers"] = "-".join(sizes) + f" ({', '.join(acts)})"
+    kind = config.pop("kind")
+    return f"{kind} " + ", ".join(f"{k} {v}" for k, v in config.items())
+
+
+def _start_from(network: Any, init: Any) -> None:
+    """Copy ``init``'s weights into ``network``; ValueError if their architectures differ."""
+    if architecture(init) != architecture(network):
+        raise ValueError(
+            f"cannot start from a {architecture(init)} network: this run builds "
+            f"a {architecture(network)} one"
+        )
+    network.load_state_dict({k: v.copy() for k, v in init.state_dict().items()})
 
 
 def predict_in_batches(
@@ -257,8 +281,12 @@ def train(
     classes: Sequence[str] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    init: Any = None,
 ) -> TrainResult:
     """Train a network on ``train_set = (images (N,H,W), labels (N,))``.
+
+    ``init``: a network of the same architecture to start from (a fine-tune; ValueError
+    otherwise), instead of fresh random weights.
 
     Validates after every epoch; with ``config.patience > 0`` stops once validation
     accuracy has not improved for that many epochs and restores the best weights. With
@@ -281,6 +309,8 @@ def train(
         images, labels = _with_negatives(images, labels, n_classes, config, scheme)
         n_outputs = n_classes + 1
     network = build_network(config, n_inputs, n_outputs)
+    if init is not None:
+        _start_from(network, init)
     loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
     optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
                                config.weight_decay)

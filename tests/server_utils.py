@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "Server",
+    "all_workers_serve",
+    "copy_model",
     "digit_png",
     "free_port",
     "is_ready",
@@ -48,6 +51,13 @@ def digit_png(kind: str = "1", size: int = 96, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt)
     return buf.getvalue()
+
+
+def copy_model(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy the artifact at base path ``source`` to ``target`` (both files); returns it."""
+    for suffix in (".npz", ".json"):
+        shutil.copy(f"{source}{suffix}", f"{target}{suffix}")
+    return Path(target)
 
 
 def save_variant(source: str | os.PathLike[str], target: str | os.PathLike[str], name: str) -> str:
@@ -106,6 +116,16 @@ class Server:
         """PIDs of the master's current worker processes."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return {int(p) for p in children.read_text().split()}
+
+
+def all_workers_serve(server: Server, version: str) -> bool:
+    """True when 8 requests in a row, each on a new connection (so they spread over the
+    workers), all report model ``version``."""
+    return all(
+        requests.get(server.url + "/v1/model", headers={"Connection": "close"},
+                     timeout=10).json()["version"] == version
+        for _ in range(8)
+    )  # fmt: skip
 
 
 def is_ready(url: str) -> bool:

@@ -4,10 +4,9 @@ import base64
 import hmac
 import io
 import json
-import shutil
 
 import pytest
-from server_utils import digit_png
+from server_utils import copy_model, digit_png
 
 from ocr_service.app import create_app
 
@@ -19,10 +18,7 @@ CLASSES = [str(i) for i in range(10)]
 @pytest.fixture
 def model_copy(tmp_path, small_model_path):
     """A private copy of the model that a test may overwrite or corrupt."""
-    base = tmp_path / "model"
-    for suffix in (".npz", ".json"):
-        shutil.copy(small_model_path + suffix, str(base) + suffix)
-    return base
+    return copy_model(small_model_path, tmp_path / "model")
 
 
 @pytest.fixture
@@ -383,3 +379,94 @@ def test_no_client_can_choose_the_model_path(client, model_copy, tmp_path):
         assert response.status_code == 200, response.get_json()
         body = response.get_json()
         assert (body.get("model") or body)["version"] == served != other
+
+
+# --- corrections ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def feedback_app(model_copy, tmp_path):
+    store = tmp_path / "feedback"
+    app = create_app({"model_path": str(model_copy), "feedback_dir": str(store),
+                      "feedback_max_mb": 1, "max_pixels": 1_000_000})  # fmt: skip
+    return app.test_client(), store
+
+
+def _stored(store) -> list[str]:
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*.png")) if store.exists() else []
+
+
+def test_corrections_are_off_without_a_folder(client):
+    for response in (client.get("/v1/feedback"),
+                     client.post("/v1/feedback?text=1", data=PNG, content_type="image/png")):
+        assert response.status_code == 404
+        assert "OCR_FEEDBACK_DIR" in response.get_json()["error"]["message"]
+
+
+def test_a_correction_in_every_image_form_is_stored_with_the_served_model(feedback_app):
+    client, store = feedback_app
+    version = client.get("/v1/model").get_json()["version"]
+    read = client.post("/v1/predict", data=PNG, content_type="image/png").get_json()["text"]
+    b64 = base64.b64encode(PNG).decode()
+    responses = [
+        client.post("/v1/feedback?text=7", data=PNG, content_type="image/png"),
+        client.post("/v1/feedback", data={"image": (io.BytesIO(PNG), "a.png"), "text": "7",
+                                          "user": "ann"}),
+        client.post("/v1/feedback", json={"image": b64, "text": "7", "segment": "single"}),
+    ]
+    for response in responses:
+        assert response.status_code == 201, response.get_json()
+        body = response.get_json()
+        assert body["text"] == read and body["model"]["version"] == version
+        (entry,) = body["stored"]
+        assert entry["label"] == "7" and entry["read"] == read
+        record = json.loads((store / "7" / ".records" / f"{entry['id']}.json").read_text())
+        assert record["model"]["version"] == version and record["read"] == read
+    assert len(_stored(store)) == 6  # model input and crop of each
+    assert client.get("/v1/feedback").get_json()["classes"] == CLASSES
+
+
+def test_corrections_count_in_a_confusion_matrix_metric(feedback_app):
+    client, _ = feedback_app
+    read = client.post("/v1/feedback?text=7", data=PNG, content_type="image/png").get_json()
+    sample = f'ocr_feedback_corrections_total{{read_class="{read["text"]}",true_class="7"}} 1.0'
+    assert sample in client.get("/metrics").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(("kwargs", "status", "code"), [
+    ({"query": "?text=11"}, 422, "count_mismatch"),
+    ({"query": "?text=x"}, 422, "unknown_label"),
+    ({"query": ""}, 400, "bad_parameter"),
+    ({"query": "?text=1&user=../../x"}, 400, "bad_parameter"),
+    ({"query": "?text=1&segment=zigzag"}, 400, "bad_parameter"),
+    ({"query": "?text=1", "data": b"\x89PNG\r\n\x1a\n junk"}, 400, "bad_image"),
+    ({"query": "?text=1", "data": digit_png("1", size=1100)}, 413, "too_large"),
+    ({"query": "?text=1", "data": digit_png("blank")}, 422, "no_ink"),
+    ({"query": "?text=1", "data": b"%PDF-1.4\n"}, 415, "unsupported_media_type"),
+])  # fmt: skip
+def test_bad_corrections_are_refused_and_nothing_is_written(feedback_app, kwargs, status, code):
+    client, store = feedback_app
+    data = kwargs.get("data", PNG)
+    response = client.post("/v1/feedback" + kwargs["query"], data=data, content_type="image/png")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (status, code)
+    assert _stored(store) == []
+
+
+def test_a_full_store_answers_507_and_counts_it(feedback_app):
+    client, store = feedback_app
+    store.mkdir()
+    (store / "filler.bin").write_bytes(b"\0" * (1024 * 1024 - 100))
+    response = client.post("/v1/feedback?text=1", data=PNG, content_type="image/png")
+    assert response.status_code == 507
+    assert response.get_json()["error"]["code"] == "feedback_store_full"
+    assert _stored(store) == []
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ocr_feedback_refused_total{reason="feedback_store_full"} 1.0' in metrics
+
+
+def test_an_unwritable_store_is_503_not_500(feedback_app):
+    client, store = feedback_app
+    store.write_text("a file where the folder should be")
+    response = client.post("/v1/feedback?text=1", data=PNG, content_type="image/png")
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "feedback_unavailable"

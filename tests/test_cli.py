@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from PIL import Image
+from writing import bars_folder
 
 from ocr_service.cli import eval_main, predict_main, train_main
 from ocr_service.model_store import load_model
@@ -225,3 +226,45 @@ def test_train_with_styled_digits_adds_them_and_records_it(tmp_path, capsys):
                        "--quiet", "--out", str(out)]) == 0
     config = load_model(out).metadata["training"]["config"]
     assert config["styles"] == 200
+
+
+def test_fine_tune_from_a_model_on_mixed_sources_reports_each_held_out_part(trained, tmp_path,
+                                                                          capsys):
+    mine = bars_folder(tmp_path / "mine")
+    out = tmp_path / "tuned"
+    assert train_main(["--dataset", "digits", "--dataset", f"folder:{mine}*3", "--scheme",
+                       "optdigits", "--init", str(trained), "--epochs", "2", "--lr", "0.0005",
+                       "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "starting from" in printed and "folder:mine: " in printed and "digits: " in printed
+    meta = load_model(out).metadata
+    start = load_model(trained)
+    assert meta["training"]["init"]["version"] == start.version
+    assert meta["training"]["sources"]["folder:mine"]["weight"] == 3
+    by_source = meta["metrics"]["by_source"]
+    assert by_source["folder:mine"]["size"] == 4 and by_source["digits"]["size"] == 359
+    assert meta["training"]["config"]["hidden"] == [64]  # the start's layers, not the default
+    assert by_source["digits"]["accuracy"] > start.metadata["metrics"]["test_accuracy"] - 0.05
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--hidden", "32"], "cannot start from a mlp layers 64-64-10 (relu) network"),
+    (["--features", "pixels"], "reads gradients, not --features pixels"),
+    (["--negatives", "50"], "has no non-character output"),
+])  # fmt: skip
+def test_an_init_model_that_does_not_fit_exits_2_and_writes_nothing(trained, tmp_path, capsys,
+                                                                   extra, message):
+    code = train_main(["--dataset", "digits", "--init", str(trained), "--epochs", "1", *extra,
+                       "--out", str(tmp_path / "m")])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_init_model_of_another_scheme_or_missing_exits_2(trained, tmp_path, capsys):
+    assert train_main(["--dataset", "mnist5k", "--init", str(trained), "--out",
+                       str(tmp_path / "m")]) == 2  # fmt: skip
+    assert "reads the optdigits scheme, the data is mnist" in capsys.readouterr().err
+    assert train_main(["--dataset", "digits", "--init", str(tmp_path / "none"), "--out",
+                       str(tmp_path / "m")]) == 2  # fmt: skip
+    assert "not found" in capsys.readouterr().err

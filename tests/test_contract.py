@@ -6,7 +6,10 @@ schemas, positive and negative data, auth, methods). One allowance is configured
 precisely by error code: no schema can say "these bytes are a PNG/JPEG/GIF/BMP/WebP with ink
 in it", so a schema-valid upload of ``POST /v1/predict`` may be refused for its content —
 400 ``bad_image`` (not an image), 415 (another image format), 422 ``no_ink`` (schemathesis
-sends blank 1x1 images) or ``too_many_characters``; never for its options or form.
+sends blank 1x1 images) or ``too_many_characters``; never for its options or form. The same
+holds for ``POST /v1/feedback``, which may also find that the text does not fit the image
+(422 ``count_mismatch``, ``unknown_label``) or miss it (400 ``bad_parameter``: the text may
+come in the query or the body, and OpenAPI cannot require one of the two).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ CONTENT_REJECTIONS = {
         415: {"unsupported_media_type"},
         422: {"no_ink", "too_many_characters"},
     },
+    "feedback": {
+        400: {"bad_image", "bad_parameter"},
+        415: {"unsupported_media_type"},
+        422: {"no_ink", "too_many_characters", "count_mismatch", "unknown_label"},
+    },
 }
 
 #: invalid requests may also be too large: the batch limit is the spec's maxItems, and more
@@ -42,6 +50,13 @@ CONFIG = SchemathesisConfig.from_dict(
         "operations": [
             {
                 "include-operation-id": "predict",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "415", "422"]},
+                    "negative_data_rejection": {"expected-statuses": ["400", "413", "415", "422"]},
+                },
+            },
+            {
+                "include-operation-id": "feedback",
                 "checks": {
                     "positive_data_acceptance": {"expected-statuses": ["2xx", "400", "415", "422"]},
                     "negative_data_rejection": {"expected-statuses": ["400", "413", "415", "422"]},
@@ -60,11 +75,13 @@ CONFIG = SchemathesisConfig.from_dict(
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, small_model_path):
-    """The app on a private copy of the model (the contract run calls the reload route)."""
+    """The app on a private copy of the model (the contract run calls the reload route),
+    keeping corrections in a private folder."""
     base = tmp_path_factory.mktemp("contract") / "model"
     for suffix in (".npz", ".json"):
         shutil.copy(small_model_path + suffix, str(base) + suffix)
-    return create_app({"model_path": str(base), "admin_token": TOKEN})
+    return create_app({"model_path": str(base), "admin_token": TOKEN,
+                       "feedback_dir": str(base.parent / "feedback")})
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +105,12 @@ def _operation_ids(api_schema) -> list[str]:
 
 #: every operation but ``openapi`` (schemathesis leaves out the one serving the schema; the
 #: document itself is validated in test_openapi)
-OPERATIONS = ["predict", "predictBatch", "model", "reload", "healthz", "readyz", "metrics", "index"]
+OPERATIONS = ["predict", "predictBatch", "feedback", "feedbackInfo", "model", "reload", "healthz",
+              "readyz", "metrics", "index"]  # fmt: skip
 
 
 #: operations with parameters or a body, for which invalid requests exist
-WITH_INPUT = ["predict", "predictBatch"]
+WITH_INPUT = ["predict", "predictBatch", "feedback"]
 CASES = [(op, GenerationMode.POSITIVE) for op in OPERATIONS] + [
     (op, GenerationMode.NEGATIVE) for op in WITH_INPUT
 ]

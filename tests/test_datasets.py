@@ -359,3 +359,11 @@ def test_folder_problems_are_reported_with_the_file(tmp_path):
     with pytest.raises(DatasetError, match="unknown input scheme 'emnist'"):
         load_dataset("folder", tmp_path, scheme="emnist")
     assert len(load_dataset("folder", tmp_path)) == 6
+
+
+def test_a_folder_of_one_class_is_accepted_only_when_asked(tmp_path):
+    make_class_folders(tmp_path, {"7": "line"})
+    with pytest.raises(DatasetError, match="two or more"):
+        load_dataset("folder", tmp_path)
+    ds = load_dataset("folder", tmp_path, min_classes=1)  # beside other sources (mixing)
+    assert ds.classes == ["7"] and len(ds) == 3

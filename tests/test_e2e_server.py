@@ -15,7 +15,7 @@ import socket
 import pytest
 import requests
 from fuzz_corpus import seed_corpus
-from server_utils import digit_png, running_server, save_variant, wait_until
+from server_utils import all_workers_serve, digit_png, running_server, save_variant, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -153,13 +153,6 @@ def test_unready_without_a_model(tmp_path):
             assert _error(srv.post("/v1/admin/reload", headers=headers)) == (404, "not_found")
 
 
-def _all_workers_serve(server, version: str) -> bool:
-    """True when 8 fresh-connection requests in a row all report ``version``."""
-    return all(
-        _fresh("GET", server.url + "/v1/model").json()["version"] == version for _ in range(8)
-    )
-
-
 def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
     model = _copy_model(small_model_path, tmp_path / "model")
     env = {"OCR_ADMIN_TOKEN": TOKEN}
@@ -172,12 +165,12 @@ def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
         assert response.status_code == 200
         assert response.json()["model"]["version"] == v2
         assert response.json()["scope"] == "all_workers"
-        assert wait_until(lambda: _all_workers_serve(srv, v2), timeout=20)
+        assert wait_until(lambda: all_workers_serve(srv, v2), timeout=20)
         assert wait_until(lambda: not (srv.worker_pids() & old_pids), timeout=20)
 
         v3 = save_variant(model, model, "third")
         os.kill(srv.process.pid, signal.SIGHUP)
-        assert wait_until(lambda: _all_workers_serve(srv, v3), timeout=20)
+        assert wait_until(lambda: all_workers_serve(srv, v3), timeout=20)
 
         # A broken artifact on disk: refused by both paths, v3 keeps serving everywhere.
         json_path = model + ".json"
@@ -187,7 +180,7 @@ def test_reload_by_admin_token_and_by_hup(small_model_path, tmp_path):
         pids = srv.worker_pids()
         os.kill(srv.process.pid, signal.SIGHUP)
         assert wait_until(lambda: not (srv.worker_pids() & pids), timeout=20)
-        assert _all_workers_serve(srv, v3)
+        assert all_workers_serve(srv, v3)
         info = srv.get("/v1/model").json()
         assert info["last_reload"]["ok"] is False
         assert srv.get("/readyz").status_code == 200

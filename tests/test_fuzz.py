@@ -1,4 +1,5 @@
-"""Fuzzing the decoder/preprocessor and ``POST /v1/predict``: only documented JSON 4xx errors.
+"""Fuzzing the decoder/preprocessor, ``POST /v1/predict`` and ``POST /v1/feedback``: only
+documented JSON 4xx errors (and a refused correction writes nothing).
 
 In process, only ``ImageError`` subclasses may leave preprocessing; through the app, every
 answer is 200 or a documented 4xx with its error code, never a 500. The seed corpus always
@@ -14,7 +15,7 @@ import http.client
 import io
 import json
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from fuzz_corpus import EXPECTED_CODES, fuzz_inputs, seed_corpus
@@ -222,5 +223,108 @@ def test_fuzz_against_gunicorn_kills_no_worker(small_model_path, tmp_path):
         print(f"\nfuzz through gunicorn: {sum(statuses.values())} cases, statuses {statuses}")
         assert sum(statuses.values()) >= GUNICORN_CASES
         assert server.worker_pids() == workers
+        log = server.log()
+        assert "Traceback" not in log and "WORKER TIMEOUT" not in log, log[-3000:]
+
+
+# --- POST /v1/feedback -----------------------------------------------------------------------
+
+#: what a correction may answer besides 201: every upload error, and its own refusals
+FEEDBACK_CODES = {**EXPECTED_CODES,
+                  422: EXPECTED_CODES[422] | {"count_mismatch", "unknown_label"}}  # fmt: skip
+
+
+@st.composite
+def feedback_requests(draw) -> tuple[str, dict[str, str], bytes]:
+    """(query, headers, body) of one ``POST /v1/feedback``: a fuzzed upload and text."""
+    data = draw(fuzz_inputs())
+    text = draw(st.one_of(st.sampled_from(["1", "0", "10", "7 7", ""]), st.text(max_size=4),
+                          st.integers(0, 99), st.none()))  # fmt: skip
+    user = draw(st.sampled_from([None, "ann", "", "../../etc", "x" * 80]))
+    fields = {k: v for k, v in (("text", text), ("user", user)) if v is not None}
+    form = draw(st.sampled_from(["raw", "multipart", "json"]))
+    if form == "json":
+        body = json.dumps({"image": base64.b64encode(data).decode(), **fields}).encode()
+        return "", {"Content-Type": "application/json"}, body
+    if form == "raw":
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in fields.items())
+        return "?" + query, {"Content-Type": draw(st.sampled_from(_CONTENT_TYPES))}, data
+    boundary = "fuzzboundary7MA4YWxkTrZu0gW"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+             .encode() for k, v in fields.items()]  # fmt: skip
+    body = b"".join(parts) + (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+                              'filename="u.png"\r\nContent-Type: image/png\r\n\r\n').encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return "", {"Content-Type": f"multipart/form-data; boundary={boundary}"}, body
+
+
+def _check_feedback(status: int, content_type: str, body: bytes) -> None:
+    """201 with what was stored, or a documented 4xx with its code, always JSON."""
+    assert content_type.startswith("application/json"), (status, content_type, body[:200])
+    payload = json.loads(body)
+    if status == 201:
+        assert payload["stored"] and isinstance(payload["text"], str), payload
+        return
+    assert status in FEEDBACK_CODES, (status, payload)
+    assert payload["error"]["code"] in FEEDBACK_CODES[status], (status, payload)
+    assert payload["error"]["message"]
+
+
+def _files(root) -> int:
+    """Files of the store (its lock and tally aside)."""
+    return sum(1 for p in root.rglob("*") if p.is_file() and p.name not in (".lock", ".usage"))
+
+
+def test_fuzz_feedback_in_process_refusals_write_nothing(small_model_path, tmp_path):
+    store = tmp_path / "feedback"
+    client = create_app({"model_path": small_model_path, "feedback_dir": str(store)}
+                        ).test_client()  # fmt: skip
+    statuses: dict[int, int] = {}
+
+    @_fuzz(300)
+    @given(request=feedback_requests())
+    def run(request):
+        query, headers, body = request
+        before = _files(store)
+        response = client.post("/v1/feedback" + query, data=body, headers=headers)
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        _check_feedback(response.status_code, response.content_type, response.data)
+        if response.status_code == 201:
+            assert _files(store) == before + 3 * len(response.get_json()["stored"])
+        else:
+            assert _files(store) == before
+
+    run()
+    assert sum(statuses.values()) >= 300 and statuses.get(201), statuses
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_fuzz_feedback_against_gunicorn_kills_no_worker(small_model_path, tmp_path):
+    env = {"OCR_FEEDBACK_DIR": str(tmp_path / "feedback"), "OCR_FEEDBACK_MAX_MB": "1"}
+    with running_server(small_model_path, tmp_path, env=env) as server:
+        workers = server.worker_pids()
+        address = urlsplit(server.url)
+        statuses: dict[int, int] = {}
+
+        @_fuzz(GUNICORN_CASES // 3)
+        @given(request=feedback_requests())
+        def run(request):
+            query, headers, body = request
+            conn = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+            conn.request("POST", "/v1/feedback" + query, body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            conn.close()
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            if response.status == 507:  # the 1 MB cap filled up: a documented refusal
+                assert json.loads(payload)["error"]["code"] == "feedback_store_full"
+                return
+            _check_feedback(response.status, response.getheader("Content-Type", ""), payload)
+
+        run()
+        print(f"\nfeedback fuzz through gunicorn: statuses {statuses}")
+        assert server.worker_pids() == workers
+        assert sum(1 for _ in (tmp_path / "feedback").rglob("*")) > 0
         log = server.log()
         assert "Traceback" not in log and "WORKER TIMEOUT" not in log, log[-3000:]

@@ -83,3 +83,13 @@ def test_multiprocess_mode_sums_workers_and_forgets_dead_ones_gauges(tmp_path):
     assert _value(before, new) == 1 and _value(before, old) == 1
     assert new not in after  # the only process serving "new" is gone
     assert _value(after, old) == 1
+
+
+def test_corrections_form_a_confusion_matrix_and_refusals_count_by_code():
+    m = Metrics()
+    m.count_corrections([("5", "4"), ("5", "4"), ("3", "3")])
+    m.count_feedback_refused("feedback_store_full")
+    text = m.render()[0].decode()
+    assert _value(text, 'ocr_feedback_corrections_total{read_class="4",true_class="5"}') == 2
+    assert _value(text, 'ocr_feedback_corrections_total{read_class="3",true_class="3"}') == 1
+    assert _value(text, 'ocr_feedback_refused_total{reason="feedback_store_full"}') == 1

@@ -203,17 +203,17 @@ def test_a_save_killed_between_the_two_renames_leaves_the_old_model_loadable(
     import ocr_service.model_store as store
 
     old = save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=1), META)
-    real_write = store._atomic_write
+    real_write = store.atomic_write
 
     def die_before_the_json(target, data):
         if target.suffix == ".json":
             raise KeyboardInterrupt  # stands in for SIGKILL after the .npz rename
         real_write(target, data)
 
-    monkeypatch.setattr(store, "_atomic_write", die_before_the_json)
+    monkeypatch.setattr(store, "atomic_write", die_before_the_json)
     with pytest.raises(KeyboardInterrupt):
         save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=2), META)
-    monkeypatch.setattr(store, "_atomic_write", real_write)
+    monkeypatch.setattr(store, "atomic_write", real_write)
     # the new weights are in place, the JSON is the old one: the backup serves the old pair
     assert load_model(tmp_path / "m", retries=0).version == old.version
     new = save_model(tmp_path / "m", MLP.build(64, 10, hidden=(8,), seed=3), META)

@@ -94,3 +94,28 @@ def test_limits_in_the_document_follow_the_settings(small_model_path):
     body = spec["paths"]["/v1/predict/batch"]["post"]["requestBody"]
     schema = body["content"]["multipart/form-data"]["schema"]
     assert "at most 7 images" in schema["properties"]["image"]["description"]
+
+
+def test_feedback_responses_match_the_schema(small_model_path, tmp_path, spec):
+    on = create_app({"model_path": small_model_path, "feedback_dir": str(tmp_path / "f"),
+                     "feedback_max_mb": 1}).test_client()  # fmt: skip
+    off = create_app({"model_path": small_model_path}).test_client()
+    b64 = base64.b64encode(PNG).decode()
+    responses = [
+        on.post("/v1/feedback?text=6", **RAW),
+        on.post("/v1/feedback", json={"image": b64, "text": "66"}),
+        on.post("/v1/feedback", json={"image": b64, "text": "z"}),
+        on.post("/v1/feedback", data={"image": (io.BytesIO(PNG), "a.png")}),
+        off.post("/v1/feedback?text=6", **RAW),
+    ]
+    assert [r.status_code for r in responses] == [201, 422, 422, 400, 404]
+    for response in responses:
+        _check(spec, response, "/v1/feedback", "post")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "big").write_bytes(b"\0" * 1024 * 1024)
+    full = create_app({"model_path": small_model_path, "feedback_dir": str(tmp_path / "full"),
+                       "feedback_max_mb": 1}).test_client().post("/v1/feedback?text=6", **RAW)
+    assert full.status_code == 507
+    _check(spec, full, "/v1/feedback", "post")
+    for client in (on, off):
+        _check(spec, client.get("/v1/feedback"), "/v1/feedback", "get")

@@ -21,7 +21,7 @@ def test_styled_digits_are_model_inputs_with_labels_of_the_classes():
     images, labels = make_styled(60, DIGITS, "mnist", np.random.default_rng(0))
     assert images.shape == (60, 28, 28) and images.dtype == np.float32
     assert labels.dtype == np.int64 and set(labels) <= set(range(10))
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     # every example is a character fitted like an upload: its ink in a 20x20 box
     assert (images.reshape(60, -1).max(axis=1) > 0.5).all()
     for image in images:

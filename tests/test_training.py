@@ -162,3 +162,23 @@ def test_batches_gathered_several_at_a_time_follow_the_order(monkeypatch):
     np.testing.assert_array_equal(np.concatenate([xb for xb, _ in got]), x[order])
     np.testing.assert_array_equal(np.concatenate([yb for _, yb in got]), y[order])
     assert len(buffers.y) == 6
+
+
+def test_training_can_start_from_another_networks_weights(digits):
+    _, splits = digits
+    config = TrainConfig(epochs=8, patience=0, hidden=(32,))
+    start = train(config, splits.train, splits.val, 10).network
+    before = {k: v.copy() for k, v in start.state_dict().items()}
+    fresh = train(TrainConfig(epochs=1, patience=0, hidden=(32,), seed=5), splits.train,
+                  splits.val, 10)  # fmt: skip
+    tuned = train(TrainConfig(epochs=1, patience=0, hidden=(32,), seed=5, lr=1e-4),
+                  splits.train, splits.val, 10, init=start)  # fmt: skip
+    assert tuned.history[0]["val_accuracy"] > fresh.history[0]["val_accuracy"] + 0.1
+    assert all(np.array_equal(v, before[k]) for k, v in start.state_dict().items())
+
+
+def test_a_network_of_another_architecture_cannot_be_the_start(digits):
+    _, splits = digits
+    start = train(TrainConfig(epochs=1, hidden=(32,)), splits.train, None, 10).network
+    with pytest.raises(ValueError, match=r"cannot start from a mlp layers 64-32-10 \(relu\)"):
+        train(TrainConfig(epochs=1, hidden=(16,)), splits.train, None, 10, init=start)

@@ -1,5 +1,6 @@
 // The drawing page: draw (mouse, pen or touch via pointer events) or upload, then show the
-// recognised text, a confidence bar per class and the normalised input the model saw.
+// recognised text, a confidence bar per class and the normalised input the model saw; where
+// the server keeps corrections, the user can say what each character really is.
 "use strict";
 
 const canvas = document.getElementById("canvas");
@@ -8,7 +9,16 @@ const penWidth = document.getElementById("pen-width");
 const resultText = document.getElementById("result-text");
 const statusLine = document.getElementById("status");
 const charactersBox = document.getElementById("characters");
+const boxesLayer = document.getElementById("boxes");
+const correction = document.getElementById("correction");
+const correctionStatus = document.getElementById("correction-status");
+const SQUARE = 280;
+const WIDE = 840;
 let classCount = 10;
+let feedbackOn = false;
+// the image last read, to send with a correction, and how it was placed on the canvas
+let lastImage = null;
+let placement = { scale: 1, dx: 0, dy: 0 };
 let modelVersion = null;
 let drawing = false;
 let dirty = false;
@@ -66,17 +76,36 @@ function endStroke() {
 canvas.addEventListener("pointerup", endStroke);
 canvas.addEventListener("pointercancel", endStroke);
 
-document.getElementById("clear").addEventListener("click", () => {
-  clearTimeout(pending);
-  clearCanvas();
+function forgetReading() {
   resultText.textContent = "–";
   charactersBox.replaceChildren();
+  boxesLayer.replaceChildren();
+  correction.hidden = true;
+  correctionStatus.textContent = "";
+}
+
+function reset() {
+  clearTimeout(pending);
+  clearCanvas();
+  forgetReading();
   setStatus("");
+  lastImage = null;
+  placement = { scale: 1, dx: 0, dy: 0 };
+}
+
+document.getElementById("clear").addEventListener("click", reset);
+
+// A wide sheet for a row of characters (a phone number, an amount); resizing clears it.
+document.getElementById("wide").addEventListener("change", (event) => {
+  canvas.width = event.target.checked ? WIDE : SQUARE;
+  document.body.classList.toggle("wide", event.target.checked);
+  reset();
 });
 
 document.getElementById("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
+  clearTimeout(pending);
   const url = URL.createObjectURL(file);
   const img = new Image();
   img.onload = () => {
@@ -84,7 +113,8 @@ document.getElementById("upload").addEventListener("change", (event) => {
     const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     const w = img.width * scale;
     const h = img.height * scale;
-    ctx.drawImage(img, (canvas.width - w) / 2, (canvas.height - h) / 2, w, h);
+    placement = { scale, dx: (canvas.width - w) / 2, dy: (canvas.height - h) / 2 };
+    ctx.drawImage(img, placement.dx, placement.dy, w, h);
     URL.revokeObjectURL(url);
   };
   img.src = url;
@@ -94,6 +124,10 @@ document.getElementById("upload").addEventListener("change", (event) => {
 
 async function recognise(body, contentType, retried = false) {
   if (!body) return;
+  if (contentType === "image/png" && body instanceof Blob && !(body instanceof File)) {
+    placement = { scale: 1, dx: 0, dy: 0 }; // a drawing: its pixels are the canvas's
+  }
+  lastImage = { body, contentType };
   setStatus("recognising…");
   try {
     const response = await fetch(`v1/predict?top_k=${classCount}&include_input=1`, {
@@ -108,8 +142,7 @@ async function recognise(body, contentType, retried = false) {
         await loadModel();
         return recognise(body, contentType, true);
       }
-      resultText.textContent = "–";
-      charactersBox.replaceChildren();
+      forgetReading();
       setStatus(data.error ? data.error.message : `HTTP ${response.status}`, true);
       return;
     }
@@ -124,12 +157,39 @@ function show(data) {
   resultText.textContent = data.text || "–";
   setStatus(`${data.characters.length} character(s) in ${data.elapsed_ms.toFixed(1)} ms`);
   charactersBox.replaceChildren(...data.characters.map(renderCharacter));
+  boxesLayer.replaceChildren(...data.characters.map(renderBox));
+  correction.hidden = !feedbackOn || data.characters.length === 0;
+  correctionStatus.textContent = "";
 }
 
-function renderCharacter(character) {
+// The character's box over the canvas, numbered like its card below.
+function renderBox(character, i) {
+  const [x, y, w, h] = character.box;
+  const css = canvas.clientWidth / canvas.width; // CSS pixels per canvas pixel, inside the border
+  const box = document.createElement("div");
+  box.className = "box";
+  box.textContent = String(i + 1);
+  box.style.left = `${(x * placement.scale + placement.dx) * css}px`;
+  box.style.top = `${(y * placement.scale + placement.dy) * css}px`;
+  box.style.width = `${w * placement.scale * css}px`;
+  box.style.height = `${h * placement.scale * css}px`;
+  return box;
+}
+
+function renderCharacter(character, i) {
   const row = document.createElement("div");
   row.className = "character";
   row.dataset.char = character.char;
+
+  const fix = document.createElement("input");
+  fix.className = "fix";
+  fix.maxLength = 1;
+  fix.size = 1;
+  fix.value = character.char === "?" ? "" : character.char;
+  fix.setAttribute("aria-label", `what character ${i + 1} really is`);
+  const reading = document.createElement("div");
+  reading.className = "reading";
+  reading.append(`${i + 1}: read "${character.char}"`, fix);
 
   const seen = document.createElement("div");
   seen.className = "seen";
@@ -157,8 +217,44 @@ function renderCharacter(character) {
     bar.append(label, track, pct);
     bars.append(bar);
   });
-  row.append(seen, bars);
+  row.append(reading, seen, bars);
   return row;
+}
+
+async function sendCorrection() {
+  const fields = [...charactersBox.querySelectorAll(".fix")];
+  const text = fields.map((field) => field.value.trim()).join("");
+  if (!lastImage || text.length !== fields.length) {
+    correctionStatus.textContent = "type one character in every field";
+    correctionStatus.classList.add("error");
+    return;
+  }
+  correctionStatus.classList.remove("error");
+  correctionStatus.textContent = "saving…";
+  try {
+    const response = await fetch(`v1/feedback?text=${encodeURIComponent(text)}`, {
+      method: "POST",
+      headers: { "Content-Type": lastImage.contentType },
+      body: lastImage.body,
+    });
+    const data = await response.json();
+    if (!response.ok) throw new Error(data.error ? data.error.message : response.status);
+    correctionStatus.textContent =
+      `saved ${data.stored.length} character(s): thank you, the next model learns them`;
+  } catch (err) {
+    correctionStatus.textContent = `not saved: ${err.message}`;
+    correctionStatus.classList.add("error");
+  }
+}
+
+document.getElementById("send-correction").addEventListener("click", sendCorrection);
+
+async function loadFeedback() {
+  try {
+    feedbackOn = (await fetch("v1/feedback")).ok;
+  } catch (err) {
+    feedbackOn = false;
+  }
 }
 
 function inputCanvas(rows) {
@@ -194,3 +290,4 @@ async function loadModel() {
 
 clearCanvas();
 loadModel();
+loadFeedback();
