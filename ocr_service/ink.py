@@ -102,7 +102,7 @@ def _row_otsu(x: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 
 #: Images with a shorter side than this get one paper level, larger ones a local level.
-_LOCAL_BACKGROUND_SIDE = 64
+_LOCAL_BACKGROUND_SIDE = 48
 #: The local level is found on a copy reduced to about this many pixels on its shorter side:
 #: lighting varies slowly, and the reduced copy makes its cost independent of the upload.
 _BACKGROUND_SIDE = 96
@@ -121,14 +121,16 @@ def _around(a: np.ndarray, extreme: np.ufunc) -> np.ndarray:
     return out
 
 
-def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int) -> np.ndarray:
-    """Geodesic dilations of ``marker`` under ``mask`` (both (H, W), marker <= mask), at
-    most ``steps`` of them, until nothing changes: grey reconstruction within ``steps``
-    pixels of what ``marker`` holds."""
+def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int, *, settle: bool = False
+             ) -> np.ndarray:
+    """``steps`` geodesic dilations of ``marker`` under ``mask`` (both (H, W), marker <=
+    mask): grey reconstruction within ``steps`` pixels of what ``marker`` holds. With
+    ``settle``, it stops early once nothing changes (a check worth its cost on small
+    images only)."""
     for _ in range(steps):
         grown = _around(marker, np.maximum)
         np.minimum(grown, mask, out=grown)
-        if np.array_equal(grown, marker):
+        if settle and np.array_equal(grown, marker):
             break
         marker = grown
     return marker
@@ -164,7 +166,8 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     size = 2 * (min(small.shape) // 6) + 1
     # Grown into the corners the square could not reach (a shadow's rounded end), under
     # the image with its thin strokes taken out, so that growth never runs along writing.
-    level = _rebuild(_opening(small, size), ndimage.minimum_filter(small, 3), size // 2)
+    level = _rebuild(_opening(small, size), ndimage.minimum_filter(small, 3), size // 2,
+                     settle=True)
     if factor == 1:
         return level
     level = np.array(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR),
@@ -266,11 +269,13 @@ def _erase_ruling(x: np.ndarray) -> None:
         score = float(np.dot(counts, counts.astype(np.float64)))
         if score > best:
             best, best_slope, best_counts = score, slope, counts
-    # every pixel's sheared row: a line leaving the picture at a side is measured against
-    # the part of its row inside the picture
-    sheared = np.arange(h)[:, None] - np.rint(np.arange(w) * best_slope).astype(np.intp)
-    sheared += reach
-    inside = np.bincount(sheared.ravel(), minlength=best_counts.size)
+    # A line leaving the picture at a side is measured against the part of its row inside
+    # the picture: column c holds sheared rows reach - shift[c] .. reach - shift[c] + h - 1.
+    shift = np.rint(np.arange(w) * best_slope).astype(np.intp)
+    first = reach - shift
+    inside = np.cumsum(np.bincount(first, minlength=best_counts.size + h)
+                       - np.bincount(first + h, minlength=best_counts.size + h))
+    inside = inside[: best_counts.size]
     rows = inside >= _RULE_PIECE * w
     # Lines across the other way add to every row alike: count only ink above that level.
     excess = best_counts - np.median(best_counts[rows])
@@ -281,7 +286,7 @@ def _erase_ruling(x: np.ndarray) -> None:
     # even spacing puts a line; a long stroke of writing between them is left alone.
     faint, _ = _thin_lines(excess, np.where(rows, _RULE_FAINT * inside, np.inf))
     lines |= faint & _ruled_rows(lines)
-    on_line = lines[sheared]  # the faint pixels below the mask's threshold too
+    on_line = lines[np.arange(h)[:, None] + first]  # the faint pixels below the threshold too
     strokes = mask & ~on_line
     crossing = _shifted_any(strokes, _CROSSING_REACH, down=False)
     crossing &= _shifted_any(strokes, _CROSSING_REACH, down=True)
