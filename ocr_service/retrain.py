@@ -70,8 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--general", type=_source, default=SourceSpec("mnist5k"),
                    metavar="NAME[:DIR]", help="the general dataset whose held-out accuracy "
                    "must hold (default mnist5k)")  # fmt: skip
-    r.add_argument("--weight", type=_positive_int, default=8, metavar="N",
-                   help="times each correction counts per epoch (default 8)")
+    r.add_argument("--weight", type=_positive_int, default=16, metavar="N",
+                   help="times each correction counts per epoch (default 16)")
     r.add_argument("--epochs", type=_positive_int, default=10, metavar="N",
                    help="fine-tuning epochs (default 10)")
     r.add_argument("--lr", type=_positive_float, default=5e-4,

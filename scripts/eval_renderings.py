@@ -1,9 +1,10 @@
 """Accuracy of a model on held-out MNIST digits uploaded the way users upload them.
 
-The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered five ways
-(``tests/renderings.py``) and sent through ``Predictor.predict_bytes`` exactly as the API
-does; then strings of 4-6 held-out digits are read, apart and with a fifth of the gaps
-closed until the digits touch, and in a row whose baseline wobbles. Prints a Markdown table.
+The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered the five ways
+of ``tests/renderings.py`` and on squared paper, and sent through ``Predictor.predict_bytes``
+exactly as the API does; then strings of 4-6 held-out digits are read, apart, with a fifth
+of the gaps closed until the digits touch, and in a row whose baseline wobbles. Prints a
+Markdown table.
 
     python scripts/eval_renderings.py [--model models/default] [--strings 300]
 """
@@ -24,7 +25,13 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from renderings import RENDERINGS, DigitString, render_string, render_wobbly  # noqa: E402
+from renderings import (  # noqa: E402
+    RENDERINGS,
+    DigitString,
+    grid_paper_photo,
+    render_string,
+    render_wobbly,
+)
 
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.image_errors import ImageError  # noqa: E402
@@ -46,7 +53,7 @@ def evaluate_renderings(
 ) -> list[tuple[str, float, float, float]]:
     """Per rendering: (name, accuracy, reject rate, median ms)."""
     rows = []
-    for name, render in RENDERINGS.items():
+    for name, render in {**RENDERINGS, "grid_paper_photo": grid_paper_photo}.items():
         rng = np.random.default_rng(seed)
         correct = rejected = 0
         times = []
