@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 # One BLAS thread per worker: set before numpy is first imported in this process, since two
-# workers each running a 2-thread BLAS on 2 cores collapse small-GEMM speed (design.md).
+# workers each running a 2-thread BLAS on 2 cores collapse small-GEMM speed (docs/serving.md).
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 

@@ -3,10 +3,8 @@
 Every worker of the stock ``gthread`` worker accepts new connections as fast as it can,
 busy or not. Connections are kept alive, so whichever worker wins the accept race keeps
 serving that client: when a load balancer or a client opens its connections in one
-burst, one worker often takes all of them. Measured with ``scripts/bench_serve.py``
-(2 workers, 8 keep-alive connections): all 8 landed on one worker in 4 of 12 runs, and
-those runs read 290-350 uploads/s against 850-990 when the connections were shared, while
-the other core idled.
+burst, one worker often takes all of them, and reads at a fraction of the service's speed while
+the other core idles (figures: docs/benchmarks.md).
 
 This worker listens only while it has fewer connections in its request threads than it
 has threads (a new connection counts from its accept until its first request is answered,

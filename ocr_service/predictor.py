@@ -39,11 +39,10 @@ _SPLIT_SLOPE = 2.0
 #: process (all ``Predictor`` objects: an old and a new model during a swap too). Such a
 #: reading is some hundreds of numpy calls of a few microseconds, and numpy releases the GIL
 #: around each one on arrays over a few hundred elements: two threads reading 28x28 uploads
-#: at once hand the GIL to each other on nearly every call, and took 1.8 ms of CPU and
-#: 1.5 ms of wall time per upload against 1.1 and 1.1 ms taking turns
-#: (``scripts/bench_predict.py``, "2 threads" rows). Larger images read in parallel: their
-#: Pillow and numpy calls are long enough for two threads to use two cores (280x280: 3.6
-#: against 5.5 ms of wall time per upload, the same CPU). Measured crossover: 10-25k pixels.
+#: at once hand the GIL to each other on nearly every call, and spend more CPU and wall time
+#: than taking turns (``scripts/bench_predict.py``, "2 threads" rows). Larger images read in
+#: parallel: their Pillow and numpy calls are long enough for two threads to use two cores.
+#: The crossover, measured, lies between 96x96 and 160x160 (docs/benchmarks.md).
 TURN_PIXELS = 128 * 128
 _TURNS = threading.Lock()
 
@@ -238,8 +237,8 @@ class Predictor:
         """Read the decoded uploads together into ``outcomes``, and empty ``decoded``.
 
         One step at a time over all of them (every ink map, then every segmentation, then
-        one network call), so each step's code stays in the CPU caches: measured 15-20 %
-        less time per upload than taking every step of one upload in turn. The uploads are
+        one network call), so each step's code stays in the CPU caches: less time per upload
+        than taking every step of one upload in turn (docs/benchmarks.md). The uploads are
         decoded before, outside the turn (see ``_turn``), so that a thread waiting for its
         turn gets it between two pools of a large batch.
         """

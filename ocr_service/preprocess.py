@@ -1,7 +1,7 @@
 """Upload bytes -> validated grayscale image -> (ink map, ``ink``) -> normalised model input.
 
 One path for training (image folders, renderings) and serving. Model inputs follow the
-artifact's ``scheme`` (see ``docs``/interfaces): ink = 1.0, paper = 0.0, float32.
+artifact's ``scheme`` (``SCHEMES``; docs/training.md): ink = 1.0, paper = 0.0, float32.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ DEFAULT_MAX_PIXELS = Settings.max_pixels  # one default for the library and the 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
 #: Uploads are analysed at about this many pixels: a phone photo at full resolution costs
-#: ~10x the time and segments no better.
+#: many times the time and segments no better.
 ANALYSIS_PIXELS = 1_000_000
 
 # Pillow only *warns* between its pixel limit and twice that; make it an error we can turn
@@ -96,8 +96,8 @@ def _open(
     """Identify the format by content and check the pixel count before decoding any pixels.
 
     JPEGs larger than ``work_pixels`` are decoded at 1/2, 1/4 or 1/8 scale directly
-    (DCT scaling): a 12-megapixel photo then decodes ~10x faster. Returns the loaded image
-    and the upload's own ``(width, height)``.
+    (DCT scaling), much faster than decoding every pixel and shrinking after. Returns the
+    loaded image and the upload's own ``(width, height)``.
     """
     if not data:
         raise CorruptImageError("empty image")
@@ -140,8 +140,8 @@ def _upright(img: Image.Image) -> Image.Image:
 def _levels(img: Image.Image) -> np.ndarray:
     """An 8-bit image's values as float32 levels in [0, 1] (H, W).
 
-    One float32 multiply per pixel: a 256-entry lookup table gives the same values but took
-    2x as long on a 28x28 upload and 10x on a 280x280 canvas (the gather).
+    One float32 multiply per pixel: a 256-entry lookup table gives the same values but its
+    gather is slower, the more so the larger the image (docs/benchmarks.md).
     """
     return np.multiply(np.asarray(img), np.float32(1 / 255), dtype=np.float32)
 
@@ -222,7 +222,7 @@ def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
         return img.astype(np.float32, copy=True)
     shrinking = width <= img.shape[1] and height <= img.shape[0]
     method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    # frombuffer/tobytes: fromarray and asarray cost ~10 us more on a character-sized crop
+    # frombuffer/tobytes: fromarray and asarray copy and check more, which shows on small crops
     src = np.ascontiguousarray(img, dtype=np.float32)
     out = Image.frombuffer("F", src.shape[::-1], src, "raw", "F", 0, 1).resize(
         (width, height), method

@@ -184,7 +184,7 @@ def _full_size(groups: list[_Group]) -> list[_Group]:
 def _typical_height(groups: list[_Group]) -> float:
     """Median height of the full-size characters among ``groups``: fragments must not drag
     it down."""
-    # statistics, not numpy: np.median costs ~12 us on a handful of values
+    # statistics, not numpy: np.median's fixed cost dominates on a handful of values
     return float(statistics.median(g.height for g in _full_size(groups)))
 
 

@@ -1,8 +1,8 @@
 """Compiled one-pass update kernels (numba), used by the optimizers when numba is installed.
 
 numpy spends ten passes over the parameters on one Adam step, each a separate call that
-streams whole arrays; on a 670k-parameter network that is about 1.4 ms a step, a third of
-a Fashion-MNIST epoch. Compiled, the step is one pass (about 0.5 ms). The kernel does the
+streams whole arrays; on a wide network that is a large share of a training epoch.
+Compiled, the step is one pass (figures: docs/benchmarks.md). The kernel does the
 same float operations, in the same order and precision, as ``optim._adam_update``: no
 fast-math and no fused multiply-add, so both paths give bit-identical weights.
 

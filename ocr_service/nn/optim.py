@@ -169,7 +169,7 @@ class Adam(Optimizer):
         compiled: bool | None = None,
     ) -> None:
         """``compiled``: use the one-pass numba kernel (None: when numba is installed).
-        Both paths give bit-identical results; the compiled one is about 3x faster."""
+        Both paths give bit-identical results; the compiled one is faster (docs/benchmarks.md)."""
         super().__init__(pairs, lr, weight_decay)
         self.beta1, self.beta2 = betas
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -221,8 +221,7 @@ class Adam(Optimizer):
 
 
 #: elements per block of an elementwise update: five float32 blocks fit in L2 cache, and
-#: blocks this large keep numpy's per-call overhead small (measured: 1.4 ms per Adam step
-#: for 670k parameters against 1.8 ms unblocked and 3.3 ms with 2k-element blocks)
+#: blocks this large keep numpy's per-call overhead small (figures: docs/benchmarks.md)
 BLOCK = 1 << 16
 
 
@@ -234,9 +233,9 @@ def _blocks(size: int) -> list[slice]:
 
 #: A moment whose gradient stays zero (a dead unit, a blank input pixel) decays
 #: geometrically into float32's denormal range, where every multiply or divide takes a slow
-#: microcode path: measured 116 us instead of 23 us per Adam step on digits after 200
-#: epochs. Flushing moments below about TINY * 2**-24 to zero (nothing near an update's
-#: size) every few steps keeps them all normal: the smallest survivor, TINY * 2**-23, needs a
+#: microcode path, several times slower (docs/benchmarks.md). Flushing moments below
+#: about TINY * 2**-24 to zero (nothing near an update's size) every few steps keeps them
+#: all normal: the smallest survivor, TINY * 2**-23, needs a
 #: decay by 2**-43 to become denormal.
 TINY = 2.0**-60
 MAX_FLUSH_EVERY = 64
