@@ -22,15 +22,20 @@ from .feedback import FeedbackStore, corrections_for, parse_labels, parse_user
 from .image_errors import ImageError
 from .model_holder import ReloadError
 from .openapi import build_spec
+from .options import (
+    DEFAULT_INCLUDE_INPUT,
+    DEFAULT_SEGMENT,
+    DEFAULT_TOP_K,
+    INCLUDE_INPUT_VALUES,
+    MIN_TOP_K,
+    SEGMENT_MODES,
+)
 from .predictor import PredictionResult, Predictor
 
 __all__ = ["ops", "v1"]
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 ops = Blueprint("ops", __name__)
-
-SEGMENT_MODES = ("auto", "single", "multi")
-DEFAULT_TOP_K = 3
 
 
 def _service() -> Service:
@@ -42,7 +47,8 @@ def _model_ref(predictor: Predictor) -> dict[str, str]:
 
 
 def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]:
-    """``top_k`` (1..n_classes), ``segment`` and ``include_input`` from a request's fields."""
+    """``top_k`` (MIN_TOP_K..n_classes), ``segment`` and ``include_input`` from a request's
+    fields."""
     raw_k = source.get("top_k", min(DEFAULT_TOP_K, n_classes))
     try:
         # JSON true and 2.5 are not counts; 5.0 is (JSON Schema's integers include it)
@@ -51,16 +57,18 @@ def _options(source: Mapping[str, Any], n_classes: int) -> tuple[int, str, bool]
         top_k = int(raw_k)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_parameter", f"top_k must be an integer, got {raw_k!r}") from None
-    if not 1 <= top_k <= n_classes:
-        raise ApiError(400, "bad_parameter", f"top_k must be in 1..{n_classes}, got {top_k}")
-    segment = source.get("segment", "auto")
+    if not MIN_TOP_K <= top_k <= n_classes:
+        raise ApiError(400, "bad_parameter",
+                       f"top_k must be in {MIN_TOP_K}..{n_classes}, got {top_k}")
+    segment = source.get("segment", DEFAULT_SEGMENT)
     if segment not in SEGMENT_MODES:
         choices = ", ".join(SEGMENT_MODES)
         raise ApiError(400, "bad_parameter", f"segment must be one of {choices}, got {segment!r}")
-    flag = source.get("include_input", "0")
-    if flag not in ("0", "1"):  # exactly the documented strings, in every request form
-        raise ApiError(400, "bad_parameter", f'include_input must be "0" or "1", got {flag!r}')
-    return top_k, segment, flag == "1"
+    flag = source.get("include_input", DEFAULT_INCLUDE_INPUT)
+    if flag not in INCLUDE_INPUT_VALUES:  # exactly the documented strings, in every form
+        choices = " or ".join(f'"{v}"' for v in INCLUDE_INPUT_VALUES)
+        raise ApiError(400, "bad_parameter", f"include_input must be {choices}, got {flag!r}")
+    return top_k, segment, flag == INCLUDE_INPUT_VALUES[1]
 
 
 def _decode_base64(value: Any) -> bytes:

@@ -21,8 +21,8 @@ from .features import FEATURES, model_inputs
 from .mixing import Mixed, SourceSpec, parse_source
 from .model_store import ModelArtifact, ModelError, load_model, save_model, strip_suffix
 from .nn.layers import ACTIVATIONS
+from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .preprocess import SCHEMES
-from .segment import MODES as SEGMENT_MODES
 from .training import TrainConfig, evaluate, predict_in_batches, train
 
 TEST_FRACTION = 0.2
@@ -475,8 +475,8 @@ def predict_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="ocr-predict", description="Read the handwriting in image files.")
     p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--segment", choices=SEGMENT_MODES, default="auto")
+    p.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K)
+    p.add_argument("--segment", choices=SEGMENT_MODES, default=DEFAULT_SEGMENT)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     return p
 

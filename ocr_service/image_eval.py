@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from .image_errors import ImageError
+from .options import DEFAULT_SEGMENT
 from .predictor import PredictionResult, Predictor
 
 __all__ = [
@@ -101,7 +102,7 @@ def load_labelled_images(folder: str | Path) -> list[LabelledImage]:
 
 
 def read_images(
-    predictor: Predictor, images: Sequence[LabelledImage], *, segment: str = "auto"
+    predictor: Predictor, images: Sequence[LabelledImage], *, segment: str = DEFAULT_SEGMENT
 ) -> list[ImageReading]:
     """Every image read by ``predictor`` exactly as an upload of its bytes is read."""
     readings = []

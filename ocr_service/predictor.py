@@ -20,6 +20,7 @@ from .features import model_inputs
 from .image_errors import ImageError, NoInkError
 from .ink import InkMarks, ink_marks_many
 from .negatives import among_classes
+from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K
 from .preprocess import ANALYSIS_PIXELS, DEFAULT_MAX_PIXELS, decode_scaled, normalize_character
 from .segment import Segment, segment_ink
 
@@ -190,14 +191,15 @@ class Predictor:
         )
 
     def predict_bytes(
-        self, data: bytes, *, top_k: int = 3, segment: str = "auto"
+        self, data: bytes, *, top_k: int = DEFAULT_TOP_K, segment: str = DEFAULT_SEGMENT
     ) -> PredictionResult:
         """Decode, segment and classify one upload (``predict_many`` of it alone). Raises
         ``ImageError`` subclasses."""
         return _raise_error(self.predict_many([data], top_k=top_k, segment=segment)[0])
 
     def predict_many(
-        self, uploads: Sequence[bytes], *, top_k: int = 3, segment: str = "auto"
+        self, uploads: Sequence[bytes], *, top_k: int = DEFAULT_TOP_K,
+        segment: str = DEFAULT_SEGMENT
     ) -> list[PredictionResult | ImageError]:
         """A result for every upload, or in its place the ``ImageError`` its reading raised.
 

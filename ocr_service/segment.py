@@ -18,10 +18,10 @@ from scipy import ndimage
 
 from .image_errors import TooManyCharactersError
 from .ink import InkMarks
+from .options import DEFAULT_SEGMENT, SEGMENT_MODES
 
-__all__ = ["MODES", "Segment", "segment_ink"]
+__all__ = ["Segment", "segment_ink"]
 
-MODES = ("auto", "single", "multi")
 #: Cost limits: merging is quadratic in the number of ink components, and every character
 #: is normalised and classified, so a small upload of many dots must not stall a worker.
 MAX_COMPONENTS = 512
@@ -258,7 +258,7 @@ def _splits(
     return tuple(splits)
 
 
-def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]:
+def segment_ink(ink: np.ndarray | InkMarks, mode: str = DEFAULT_SEGMENT) -> list[Segment]:
     """Split an ink map (H, W) (ink > 0, paper = 0) into characters in reading order.
 
     ``single``: all ink is one character. ``multi`` and ``auto``: connected components,
@@ -267,8 +267,8 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = "auto") -> list[Segment]
     (``Segment.splits``). Given ``InkMarks``, it uses the marks found with the ink map
     instead of labelling the ink again.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(MODES)})")
+    if mode not in SEGMENT_MODES:
+        raise ValueError(f"unknown segment mode {mode!r} (expected one of {list(SEGMENT_MODES)})")
     ink_map = ink.ink if isinstance(ink, InkMarks) else ink
     if mode == "single":
         whole = _crop(ink_map, 0, 0, 0)
