@@ -16,7 +16,6 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from .app import Service
 from .errors import ApiError, error_body
 from .feedback import FeedbackStore, corrections_for, parse_labels, parse_user
 from .image_errors import ImageError
@@ -31,6 +30,7 @@ from .options import (
     SEGMENT_MODES,
 )
 from .predictor import PredictionResult, Predictor
+from .service import Service
 
 __all__ = ["ops", "v1"]
 

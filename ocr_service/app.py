@@ -11,21 +11,22 @@ import io
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from .api import ops, v1
 from .config import Settings, load_settings
 from .errors import ApiError, error_body
 from .feedback import FeedbackError, FeedbackStore
 from .image_errors import ImageError
 from .metrics import Metrics
-from .model_holder import ModelHolder
+from .model_holder import ModelHolder, ModelNotReadyError
+from .service import Service
 
-__all__ = ["Service", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,6 @@ _HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
 }
-
-
-@dataclass
-class Service:
-    """What the routes need, stored in ``app.extensions["ocr"]``."""
-
-    settings: Settings
-    holder: ModelHolder
-    metrics: Metrics
-    #: the corrections folder; None when feedback is off (no ``OCR_FEEDBACK_DIR``)
-    feedback: FeedbackStore | None = None
 
 
 class _InMemoryRequest(Request):
@@ -86,6 +76,10 @@ def _register_error_handlers(app: Flask, metrics: Metrics) -> None:
         if exc.__cause__ is not None:  # the server's side: tell the operator why
             log.error("feedback not stored: %s", exc.__cause__)
         return _json_error(exc.status, exc.code, str(exc) or exc.code)
+
+    @app.errorhandler(ModelNotReadyError)
+    def _not_ready(exc: ModelNotReadyError):
+        return _json_error(503, "not_ready", str(exc))
 
     @app.errorhandler(ImageError)
     def _image_error(exc: ImageError):
@@ -155,9 +149,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         else None
     )
     app.extensions["ocr"] = Service(settings, holder, metrics, feedback)
-
-    from .api import ops, v1
-
     app.register_blueprint(v1)
     app.register_blueprint(ops)
     _register_error_handlers(app, metrics)

@@ -20,13 +20,12 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from .config import Settings
-from .errors import ApiError
 from .image_errors import ImageError
 from .metrics import Metrics
 from .model_store import default_model_path, load_model, strip_suffix
 from .predictor import Predictor
 
-__all__ = ["ModelHolder", "ReloadError"]
+__all__ = ["ModelHolder", "ModelNotReadyError", "ReloadError"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +35,10 @@ _RETRY_INTERVAL = 1.0
 
 class ReloadError(Exception):
     """The artifact on disk could not be loaded; the previous model (if any) keeps serving."""
+
+
+class ModelNotReadyError(Exception):
+    """No model could be loaded yet; the message says why (the app answers 503 not_ready)."""
 
 
 def _probe_image() -> bytes:
@@ -128,7 +131,7 @@ class ModelHolder:
             self._metrics.set_model(a.name, a.version, a.kind, str(a.metadata["sha256"]))
 
     def get(self) -> Predictor:
-        """The predictor for one request; 503 ``not_ready`` while no model could be loaded.
+        """The predictor for one request; ModelNotReadyError while no model could be loaded.
 
         Without a model, a request retries the load at most once per second, so a model
         that appears on disk is picked up without a restart.
@@ -142,7 +145,7 @@ class ModelHolder:
             if predictor is not None:
                 return predictor
         reason = (self.last_reload or {}).get("error", "model not loaded yet")
-        raise ApiError(503, "not_ready", reason)
+        raise ModelNotReadyError(reason)
 
     def propagate(self) -> bool:
         """Ask the gunicorn master to replace every worker (they load the new model).
