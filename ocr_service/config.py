@@ -12,7 +12,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "default_workers", "load_settings"]
+from .options import DEFAULT_MAX_PIXELS
+
+__all__ = [
+    "ENV_PREFIX", "ConfigError", "Settings", "default_workers", "env_setting", "load_settings"]
 
 ENV_PREFIX = "OCR_"
 
@@ -56,7 +59,7 @@ class Settings:
     #: request body limit in bytes (413 beyond it, before the body is read)
     max_upload_bytes: int = 5 * 1024 * 1024
     #: decoded image limit in pixels (413 beyond it)
-    max_pixels: int = 16_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     #: images per ``POST /v1/predict/batch`` (413 beyond it)
     max_batch: int = 64
     #: gunicorn access log target: "-" = stdout, a file path, or empty for none
@@ -105,6 +108,16 @@ def _coerce(name: str, value: Any) -> Any:
             else f"{ENV_PREFIX}PORT must be in 1..65535, got {number}"
         )
     return number
+
+
+def env_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting from ``OCR_<NAME>`` alone (None when unset or empty), coerced and checked
+    as ``load_settings`` does: for tools that need one value and not the whole service's."""
+    env = os.environ if environ is None else environ
+    if name not in {f.name for f in fields(Settings)}:
+        raise ConfigError(f"unknown setting {name!r}")
+    raw = env.get(ENV_PREFIX + name.upper())
+    return _coerce(name, raw) if raw else None
 
 
 def load_settings(

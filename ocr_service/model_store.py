@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import env_setting
 from .features import input_size
 from .nn import network_from_config
 from .preprocess import SCHEMES
@@ -132,9 +133,9 @@ class ModelArtifact:
 def default_model_path() -> Path:
     """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``: the checkout's, or,
     for a wheel install, the copy installed under ``<prefix>/share/ocr-service/models``."""
-    env = os.environ.get("OCR_MODEL_PATH")
-    if env:
-        return strip_suffix(Path(env))
+    configured = env_setting("model_path")
+    if configured:
+        return strip_suffix(Path(configured))
     checkout = _REPO_ROOT / "models" / "default"
     if artifact_paths(checkout)[1].exists() or not artifact_paths(
         _INSTALLED_MODELS / "default"

@@ -16,7 +16,6 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from .config import Settings
 from .image_errors import (
     CorruptImageError,
     ImageError,
@@ -25,6 +24,7 @@ from .image_errors import (
     UnsupportedImageError,
 )
 from .ink import ink_from_gray
+from .options import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "SCHEMES",
@@ -35,7 +35,6 @@ __all__ = [
     "preprocess_bytes",
 ]
 
-DEFAULT_MAX_PIXELS = Settings.max_pixels  # one default for the library and the service
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
 #: Uploads are analysed at about this many pixels: a phone photo at full resolution costs
