@@ -23,7 +23,7 @@ from .model_store import ModelArtifact, ModelError, load_model, save_model, stri
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .preprocess import SCHEMES
-from .training import TrainConfig, evaluate, predict_in_batches, train
+from .training import DEFAULT_HIDDEN, DEFAULT_LR, TrainConfig, evaluate, predict_in_batches, train
 
 TEST_FRACTION = 0.2
 
@@ -177,14 +177,16 @@ def train_parser() -> argparse.ArgumentParser:
                         "backprop")
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
-                        "rbp uses the first as its state size, default 256)")
+                        "rbp uses the first as its state size, default "
+                        f"{DEFAULT_HIDDEN['rbp'][0]})")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS),
                    default=None, help="hidden activation (default relu)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
     p.add_argument("--lr", type=_positive_float, default=None,
-                   help=f"peak learning rate (default {d.lr} for adam, 0.05 for sgd)")
+                   help=f"peak learning rate (default {DEFAULT_LR['adam']} for adam, "
+                        f"{DEFAULT_LR['sgd']} for sgd)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default=d.schedule)
     p.add_argument("--weight-decay", type=_fraction(0.0, 1.0), default=d.weight_decay)
     p.add_argument("--dropout", type=_fraction(0.0, 1.0), default=None,
@@ -244,14 +246,11 @@ def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -
             return given
         return default if base.get(name) is None else base[name]
 
-    model = option("model", defaults.model)
-    rbp = model == "rbp"
-    lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else defaults.lr)
-    return TrainConfig(
-        model=model,
-        hidden=option("hidden", (256,) if rbp else defaults.hidden),
+    return TrainConfig(  # hidden and lr: None takes TrainConfig's default of the kind
+        model=option("model", defaults.model),
+        hidden=option("hidden", None),
         activation=option("activation", defaults.activation),
-        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=lr,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, dropout=option("dropout", defaults.dropout),
         schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
         features=option("features", "gradients"),

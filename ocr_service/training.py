@@ -41,17 +41,25 @@ MIN_REJECT_THRESHOLD = 0.4
 #: a second thread costs more than it saves on small matrices
 SMALL_MATMUL = 4_000_000
 
+#: hidden layer sizes by network kind when none are given (rbp: its state size)
+DEFAULT_HIDDEN = {"mlp": (256, 128), "rbp": (256,)}
+#: peak learning rate by optimizer when none is given
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+
+
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of one training run (the ``ocr-train`` options)."""
+    """Hyper-parameters of one training run (the ``ocr-train`` options and their defaults)."""
 
     model: str = "mlp"
-    hidden: tuple[int, ...] = (256, 128)
+    #: None: ``DEFAULT_HIDDEN`` of the kind
+    hidden: tuple[int, ...] = None  # type: ignore[assignment]
     activation: str = "relu"
     epochs: int = 60
     batch_size: int = 64
     optimizer: str = "adam"
-    lr: float = 2e-3
+    #: None: ``DEFAULT_LR`` of the optimizer
+    lr: float = None  # type: ignore[assignment]
     weight_decay: float = 1e-3
     dropout: float = 0.1
     schedule: str = "cosine"
@@ -71,6 +79,12 @@ class TrainConfig:
     seed: int = 0
     val_split: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific (rbp) settings
+
+    def __post_init__(self) -> None:
+        if self.hidden is None:
+            self.hidden = DEFAULT_HIDDEN.get(self.model, DEFAULT_HIDDEN["mlp"])
+        if self.lr is None:
+            self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["adam"])
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
