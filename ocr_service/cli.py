@@ -20,6 +20,7 @@ from .datasets import DATASET_NAMES
 from .features import FEATURES, model_inputs
 from .mixing import Mixed, SourceSpec, parse_source
 from .model_store import ModelArtifact, ModelError, load_model, save_model, strip_suffix
+from .nn import NETWORK_KINDS
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .preprocess import SCHEMES
@@ -172,7 +173,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, metavar="PATH",
                    help="start from this artifact's weights (a fine-tune): its kind, layers, "
                         "features and classes are kept, and must match any given here")
-    p.add_argument("--model", choices=("mlp", "rbp"), default=None,
+    p.add_argument("--model", choices=NETWORK_KINDS, default=None,
                    help="mlp (default): static backprop; rbp: recurrent (Almeida-Pineda) "
                         "backprop")
     p.add_argument("--hidden", type=_hidden_sizes, default=None,

@@ -32,7 +32,7 @@ import numpy as np
 
 from .config import env_setting
 from .features import input_size
-from .nn import network_from_config
+from .nn import Network, network_from_config
 from .preprocess import SCHEMES
 
 __all__ = [
@@ -84,7 +84,7 @@ class ShapeMismatchError(ModelError):
 class ModelArtifact:
     """A loaded model: the rebuilt network plus its metadata."""
 
-    network: Any
+    network: Network
     metadata: dict[str, Any] = field(repr=False)
     path: Path
 
@@ -193,7 +193,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save_model(
-    path: str | os.PathLike[str], network: Any, metadata: dict[str, Any]
+    path: str | os.PathLike[str], network: Network, metadata: dict[str, Any]
 ) -> ModelArtifact:
     """Save ``network`` with ``metadata`` (classes, input, training, metrics, ...).
 

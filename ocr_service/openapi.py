@@ -7,6 +7,7 @@ from typing import Any
 from . import __version__
 from .config import Settings
 from .features import FEATURES
+from .nn import NETWORK_KINDS
 from .options import (
     DEFAULT_INCLUDE_INPUT,
     DEFAULT_SEGMENT,
@@ -136,7 +137,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "string"},
-            "kind": {"type": "string", "enum": ["mlp", "rbp"]},
+            "kind": {"type": "string", "enum": list(NETWORK_KINDS)},
             "classes": {"type": "array", "items": {"type": "string"}},
             "non_character": {
                 "type": "boolean",

@@ -220,7 +220,7 @@ class Predictor:
                 outcomes[index] = exc
                 continue
             held += decoded[-1][1].size
-            if held >= _POOL_PIXELS or self.artifact.kind != "mlp":
+            if held >= _POOL_PIXELS or not self.artifact.network.BATCH_INDEPENDENT:
                 self._read_decoded(decoded, outcomes, top_k, segment)
                 held = 0
         self._read_decoded(decoded, outcomes, top_k, segment)

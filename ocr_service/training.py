@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .features import input_size, model_inputs
-from .nn import MLP
+from .nn import NETWORKS, Network, network_class
 from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
@@ -42,7 +42,7 @@ MIN_REJECT_THRESHOLD = 0.4
 SMALL_MATMUL = 4_000_000
 
 #: hidden layer sizes by network kind when none are given (rbp: its state size)
-DEFAULT_HIDDEN = {"mlp": (256, 128), "rbp": (256,)}
+DEFAULT_HIDDEN = {kind: cls.DEFAULT_HIDDEN for kind, cls in NETWORKS.items()}
 #: peak learning rate by optimizer when none is given
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 
@@ -94,7 +94,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    network: Any
+    network: Network
     history: list[dict[str, float]]
     best_epoch: int
     seconds: float
@@ -104,22 +104,17 @@ class TrainResult:
     features: str
 
 
-def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Any:
+def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Network:
     """A freshly initialised network of ``config.model`` kind."""
-    if config.model == "mlp":
-        return MLP.build(n_inputs, n_classes, hidden=config.hidden,
-                         activation=config.activation, dropout=config.dropout,
-                         seed=config.seed)
-    if config.model == "rbp":
-        from .nn.recurrent import RecurrentNetwork
-
-        return RecurrentNetwork.build(n_inputs, n_classes, hidden=config.hidden,
-                                      activation=config.activation, dropout=config.dropout,
-                                      seed=config.seed, **config.options)
-    raise ValueError(f"unknown model kind {config.model!r} (expected 'mlp' or 'rbp')")
+    if config.model not in NETWORKS:
+        expected = " or ".join(repr(kind) for kind in NETWORKS)
+        raise ValueError(f"unknown model kind {config.model!r} (expected {expected})")
+    return network_class(config.model).build(
+        n_inputs, n_classes, hidden=config.hidden, activation=config.activation,
+        dropout=config.dropout, seed=config.seed, **config.options)
 
 
-def architecture(network: Any) -> str:
+def architecture(network: Network) -> str:
     """What must match to start from another network's weights, as text: the kind, the
     layers and sizes, without training-only settings (dropout rates, initialisation)."""
     config = {k: v for k, v in network.config().items() if k != "dropout"}
@@ -132,7 +127,7 @@ def architecture(network: Any) -> str:
     return f"{kind} " + ", ".join(f"{k} {v}" for k, v in config.items())
 
 
-def _start_from(network: Any, init: Any) -> None:
+def _start_from(network: Network, init: Network) -> None:
     """Copy ``init``'s weights into ``network``; ValueError if their architectures differ."""
     if architecture(init) != architecture(network):
         raise ValueError(
@@ -143,7 +138,7 @@ def _start_from(network: Any, init: Any) -> None:
 
 
 def predict_in_batches(
-    network: Any, x: np.ndarray, batch: int = 1024, n_classes: int | None = None
+    network: Network, x: np.ndarray, batch: int = 1024, n_classes: int | None = None
 ) -> np.ndarray:
     """Class probabilities ``(N, C)`` for flattened inputs ``(N, D)``.
 
@@ -161,7 +156,7 @@ def predict_in_batches(
 
 
 def evaluate(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
+    network: Network, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
     features: str,
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``network`` on ``images (N, H, W)`` (answers among
@@ -178,7 +173,7 @@ def _loss_and_accuracy(probs: np.ndarray, labels: np.ndarray) -> dict[str, float
 
 
 def calibrate_reject_threshold(
-    network: Any, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
+    network: Network, images: np.ndarray, labels: np.ndarray, n_classes: int | None = None, *,
     features: str,
 ) -> float:
     """Max-probability threshold below which answers are replaced by ``?``.
@@ -236,7 +231,7 @@ class _BatchBuffers:
                 yield xs[start : start + size], ys[start : start + size]
 
 
-def _blas_threads(network: Any, batch_size: int) -> int | None:
+def _blas_threads(network: Network, batch_size: int) -> int | None:
     """1 for networks whose matmuls are too small to share, else None (the BLAS default).
 
     A rule on shapes only, not a timing: results differ in the last bits between thread
@@ -295,7 +290,7 @@ def train(
     classes: Sequence[str] | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    init: Any = None,
+    init: Network | None = None,
 ) -> TrainResult:
     """Train a network on ``train_set = (images (N,H,W), labels (N,))``.
 

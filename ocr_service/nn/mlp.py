@@ -24,6 +24,8 @@ class MLP:
     """
 
     kind = "mlp"
+    DEFAULT_HIDDEN = (256, 128)
+    BATCH_INDEPENDENT = True
 
     def __init__(self, layers: Sequence[Layer]) -> None:
         dense = [layer for layer in layers if isinstance(layer, Dense)]
@@ -45,7 +47,7 @@ class MLP:
         cls,
         n_inputs: int,
         n_classes: int,
-        hidden: Sequence[int] = (256, 128),
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
         activation: str = "relu",
         dropout: float = 0.0,
         seed: int = 0,

@@ -145,6 +145,9 @@ class RecurrentNetwork:
     """
 
     kind = "rbp"
+    DEFAULT_HIDDEN = (256,)
+    #: a batch relaxes until its slowest sample converges: answers depend on the batch
+    BATCH_INDEPENDENT = False
 
     def __init__(
         self,
@@ -210,7 +213,7 @@ class RecurrentNetwork:
         cls,
         n_inputs: int,
         n_classes: int,
-        hidden: int | Sequence[int] = (256,),
+        hidden: int | Sequence[int] = DEFAULT_HIDDEN,
         activation: str = "relu",
         dropout: float = 0.0,
         seed: int = 0,
