@@ -241,26 +241,7 @@ def feedback() -> tuple[dict[str, Any], int]:
 @v1.get("/model")
 def model_info() -> dict[str, Any]:
     holder = _service().holder
-    predictor = holder.get()
-    meta = predictor.artifact.metadata
-    training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
-    history = meta.get("training", {}).get("history") or []
-    if history:
-        training["epochs_run"] = len(history)
-    return {
-        "name": predictor.artifact.name,
-        "version": predictor.artifact.version,
-        "kind": predictor.artifact.kind,
-        "classes": predictor.artifact.classes,
-        "non_character": predictor.artifact.non_character,
-        "input": meta.get("input"),
-        "metrics": meta.get("metrics", {}),
-        "calibration": meta.get("calibration", {}),
-        "training": training,
-        "created": meta.get("created"),
-        "sha256": meta.get("sha256"),
-        "last_reload": holder.last_reload,
-    }
+    return {**holder.get().artifact.summary(), "last_reload": holder.last_reload}
 
 
 @v1.post("/admin/reload")

@@ -19,12 +19,27 @@ import numpy as np
 from .datasets import DATASET_NAMES
 from .features import FEATURES, model_inputs
 from .mixing import Mixed, SourceSpec, parse_source
-from .model_store import ModelArtifact, ModelError, load_model, save_model, strip_suffix
+from .model_store import (
+    ArtifactSpec,
+    ModelArtifact,
+    ModelError,
+    load_model,
+    save_model,
+    strip_suffix,
+)
 from .nn import NETWORK_KINDS
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .preprocess import SCHEMES
-from .training import DEFAULT_HIDDEN, DEFAULT_LR, TrainConfig, evaluate, predict_in_batches, train
+from .training import (
+    CALIBRATION_RULE,
+    DEFAULT_HIDDEN,
+    DEFAULT_LR,
+    TrainConfig,
+    evaluate,
+    predict_in_batches,
+    train,
+)
 
 TEST_FRACTION = 0.2
 
@@ -312,17 +327,11 @@ def _run_train(args: argparse.Namespace) -> None:
     test = score(np.concatenate([t[0] for t in data.tests.values()]),
                  np.concatenate([t[1] for t in data.tests.values()]))
     test_size = sum(len(t[1]) for t in data.tests.values())
-    metadata = {
-        "name": args.name or out.name,
-        "classes": list(data.classes),
-        "non_character": config.negatives > 0,
-        "input": {"height": int(shape[0]), "width": int(shape[1]), "scheme": data.scheme,
-                  "features": config.features},
-        "preprocess": {"scheme": data.scheme, "ink": "1.0", "paper": "0.0"},
-        "calibration": {"reject_threshold": result.reject_threshold,
-                        "rule": "validation answers below the threshold were right less "
-                                "than half the time"},
-        "training": {
+    metadata = ArtifactSpec(
+        name=args.name or out.name, classes=data.classes, non_character=config.negatives > 0,
+        height=shape[0], width=shape[1], scheme=data.scheme, features=config.features,
+        reject_threshold=result.reject_threshold, calibration_rule=CALIBRATION_RULE,
+        training={
             "dataset": data.name,
             "data_dir": str(specs[0].data_dir) if specs[0].data_dir else None,
             "sources": data.sizes,
@@ -336,12 +345,12 @@ def _run_train(args: argparse.Namespace) -> None:
                        "test": test_size, "test_fraction": TEST_FRACTION},
             "history": result.history,
         },
-        "metrics": {"test_accuracy": round(test["accuracy"], 6),
-                    "test_loss": round(test["loss"], 6), "test_size": test_size,
-                    "by_source": {label: {"accuracy": _rounded(m["accuracy"]),
-                                          "size": len(data.tests[label][1])}
-                                  for label, m in by_source.items()}},
-    }  # fmt: skip
+        metrics={"test_accuracy": round(test["accuracy"], 6),
+                 "test_loss": round(test["loss"], 6), "test_size": test_size,
+                 "by_source": {label: {"accuracy": _rounded(m["accuracy"]),
+                                       "size": len(data.tests[label][1])}
+                               for label, m in by_source.items()}},
+    )  # fmt: skip
     artifact = save_model(out, result.network, metadata)
     print(f"test accuracy {test['accuracy']:.4f} on {test_size} held-out images "
           f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "

@@ -23,6 +23,7 @@ import os
 import sysconfig
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,9 @@ from .nn import Network, network_from_config
 from .preprocess import SCHEMES
 
 __all__ = [
+    "COMPUTED_FIELDS",
     "FORMATS",
+    "ArtifactSpec",
     "ChecksumMismatchError",
     "ModelArtifact",
     "ModelError",
@@ -58,6 +61,56 @@ FORMATS = (1, 2)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: where a wheel install puts the shipped model (pyproject's data-files)
 _INSTALLED_MODELS = Path(sysconfig.get_path("data")) / "share" / "ocr-service" / "models"
+
+
+#: metadata fields ``save_model`` computes itself from the network and the weights
+COMPUTED_FIELDS = ("format", "kind", "layers", "options", "sha256", "created", "version")
+
+
+@dataclass(frozen=True)
+class ArtifactSpec:
+    """What the saver of a network states about it; ``save_model`` adds ``COMPUTED_FIELDS``.
+
+    The one place where an artifact's given metadata is assembled (``ocr-train``, the test
+    fixtures): the classes, the input the network reads, the reject threshold, and what
+    training and evaluation recorded.
+    """
+
+    classes: Sequence[str]
+    scheme: str
+    height: int
+    width: int
+    #: what the network reads of each image (``features.FEATURES``)
+    features: str
+    name: str | None = None
+    #: whether the network has a last output for non-characters (never an answer)
+    non_character: bool = False
+    reject_threshold: float | None = None
+    #: how the threshold was chosen, in words
+    calibration_rule: str | None = None
+    #: dataset, seed, epochs, config, history, ... as training recorded them
+    training: dict[str, Any] = field(default_factory=dict)
+    #: test_accuracy, test_size, ... as evaluation measured them
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, Any]:
+        """The JSON fields, in the artifact's order (empty ``training``/``metrics`` left out)."""
+        calibration: dict[str, Any] = {"reject_threshold": self.reject_threshold}
+        if self.calibration_rule:
+            calibration["rule"] = self.calibration_rule
+        meta: dict[str, Any] = {} if self.name is None else {"name": self.name}
+        meta.update({
+            "classes": list(self.classes),
+            "non_character": bool(self.non_character),
+            "input": {"height": int(self.height), "width": int(self.width),
+                      "scheme": self.scheme, "features": self.features},
+            "preprocess": {"scheme": self.scheme, "ink": "1.0", "paper": "0.0"},
+            "calibration": calibration,
+        })  # fmt: skip
+        for key in ("training", "metrics"):
+            if getattr(self, key):
+                meta[key] = dict(getattr(self, key))
+        return meta
 
 
 class ModelError(Exception):
@@ -123,6 +176,33 @@ class ModelArtifact:
     def non_character(self) -> bool:
         """Whether the network's last output is the non-character class."""
         return bool(self.metadata.get("non_character", False))
+
+    def given_metadata(self) -> dict[str, Any]:
+        """The metadata without ``COMPUTED_FIELDS``: what saving another network as this
+        one's successor passes to ``save_model``."""
+        return {k: v for k, v in self.metadata.items() if k not in COMPUTED_FIELDS}
+
+    def summary(self) -> dict[str, Any]:
+        """What ``GET /v1/model`` shows of the artifact: the training record without its
+        per-epoch history (only how many epochs ran)."""
+        meta = self.metadata
+        training = {k: v for k, v in meta.get("training", {}).items() if k != "history"}
+        history = meta.get("training", {}).get("history") or []
+        if history:
+            training["epochs_run"] = len(history)
+        return {
+            "name": self.name,
+            "version": self.version,
+            "kind": self.kind,
+            "classes": self.classes,
+            "non_character": self.non_character,
+            "input": meta.get("input"),
+            "metrics": meta.get("metrics", {}),
+            "calibration": meta.get("calibration", {}),
+            "training": training,
+            "created": meta.get("created"),
+            "sha256": meta.get("sha256"),
+        }
 
     @property
     def reject_threshold(self) -> float | None:
@@ -193,13 +273,15 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def save_model(
-    path: str | os.PathLike[str], network: Network, metadata: dict[str, Any]
+    path: str | os.PathLike[str], network: Network, metadata: ArtifactSpec | dict[str, Any]
 ) -> ModelArtifact:
-    """Save ``network`` with ``metadata`` (classes, input, training, metrics, ...).
+    """Save ``network`` with ``metadata`` (an ``ArtifactSpec``, or its fields as a dict:
+    classes, input, training, metrics, ...).
 
-    Fills ``format``, ``kind``, ``layers``, ``options``, ``sha256``, ``created`` and
-    ``version``. Returns the artifact as a reader would load it.
+    Fills ``COMPUTED_FIELDS``. Returns the artifact as a reader would load it.
     """
+    if isinstance(metadata, ArtifactSpec):
+        metadata = metadata.metadata()
     npz_path, json_path = artifact_paths(path)
     classes = metadata.get("classes")
     outputs = len(classes or []) + _extra_outputs(metadata)

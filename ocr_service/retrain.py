@@ -41,8 +41,6 @@ __all__ = ["DEFAULT_MAX_DROP", "main"]
 DEFAULT_MAX_DROP = 0.01
 #: exit status when the new model is refused by the accuracy gate (2 is a usage error)
 REFUSED = 3
-#: metadata fields ``save_model`` computes itself
-_COMPUTED = ("format", "kind", "layers", "options", "sha256", "created", "version")
 
 
 class _Refused(Exception):
@@ -142,8 +140,7 @@ def _retrain(args: argparse.Namespace) -> None:
         _print(args, {**report, "written": None})
         raise _Refused(f"not written: {general.label} held-out accuracy would fall by "
                        f"{drop:.4f}, more than --max-drop {args.max_drop}")
-    meta = {k: v for k, v in tuned.metadata.items() if k not in _COMPUTED}
-    written = save_model(out, tuned.network, meta)
+    written = save_model(out, tuned.network, tuned.given_metadata())
     _print(args, {**report, "written": {"path": str(out), "version": written.version}})
 
 

@@ -22,6 +22,7 @@ from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
 __all__ = [
+    "CALIBRATION_RULE",
     "TrainConfig",
     "TrainResult",
     "architecture",
@@ -36,6 +37,8 @@ __all__ = [
 #: data-driven rule often finds nothing to reject; below this no class has a clear lead
 #: and the answer is "?" (on mnist5k's held-out images, answers under 0.4 were right 1 in 3).
 MIN_REJECT_THRESHOLD = 0.4
+#: how ``calibrate_reject_threshold`` chooses, in words (recorded in the artifact)
+CALIBRATION_RULE = "validation answers below the threshold were right less than half the time"
 
 #: multiply-adds of a step's largest matmul below which BLAS runs on one thread: waking
 #: a second thread costs more than it saves on small matrices

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ocr_service.datasets import load_dataset, split_dataset
-from ocr_service.model_store import save_model
+from ocr_service.model_store import ArtifactSpec, save_model
 from ocr_service.training import TrainConfig, evaluate, train
 
 
@@ -24,16 +24,13 @@ def train_small_model(out: Path, model: str = "mlp", epochs: int = 25, **options
     config = TrainConfig(model=model, epochs=epochs, hidden=(64,), patience=0, **options)
     result = train(config, splits.train, splits.val, len(dataset.classes))
     test = evaluate(result.network, *splits.test, features=result.features)
-    save_model(out, result.network, {
-        "name": out.name,
-        "classes": dataset.classes,
-        "input": {"height": 8, "width": 8, "scheme": dataset.scheme,
-                  "features": result.features},
-        "calibration": {"reject_threshold": result.reject_threshold},
-        "training": {"dataset": "digits", "seed": 0, "epochs": epochs,
-                     "config": config.to_json(), "history": result.history},
-        "metrics": {"test_accuracy": test["accuracy"], "test_size": len(splits.test[1])},
-    })
+    save_model(out, result.network, ArtifactSpec(
+        name=out.name, classes=dataset.classes, height=8, width=8, scheme=dataset.scheme,
+        features=result.features, reject_threshold=result.reject_threshold,
+        training={"dataset": "digits", "seed": 0, "epochs": epochs,
+                  "config": config.to_json(), "history": result.history},
+        metrics={"test_accuracy": test["accuracy"], "test_size": len(splits.test[1])},
+    ))
     return out
 
 

@@ -19,7 +19,7 @@ from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.features import model_inputs
 from ocr_service.image_errors import ImageError, NoInkError, TooManyCharactersError
-from ocr_service.model_store import load_model, save_model
+from ocr_service.model_store import ArtifactSpec, load_model, save_model
 from ocr_service.predictor import REJECT, CharacterResult, Predictor
 from ocr_service.training import TrainConfig, train
 
@@ -35,12 +35,9 @@ def mnist_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     save_model(
         path,
         result.network,
-        {
-            "name": "mnist-mlp",
-            "classes": dataset.classes,
-            "input": {"height": 28, "width": 28, "scheme": "mnist", "features": "pixels"},
-            "calibration": {"reject_threshold": result.reject_threshold},
-        },
+        ArtifactSpec(name="mnist-mlp", classes=dataset.classes, height=28, width=28,
+                     scheme="mnist", features="pixels",
+                     reject_threshold=result.reject_threshold),
     )
     return str(path)
 
@@ -410,10 +407,9 @@ def test_a_gradient_features_model_reads_uploads_through_its_own_features(tmp_pa
     splits = split_dataset(dataset, seed=0, test_fraction=0.2)
     config = TrainConfig(hidden=(64,), epochs=6, patience=0, dropout=0.0, features="gradients")
     result = train(config, splits.train, splits.val, len(dataset.classes))
-    save_model(tmp_path / "grad", result.network, {
-        "classes": dataset.classes,
-        "input": {"height": 28, "width": 28, "scheme": "mnist", "features": "gradients"},
-        "calibration": {"reject_threshold": result.reject_threshold}})
+    save_model(tmp_path / "grad", result.network, ArtifactSpec(
+        classes=dataset.classes, height=28, width=28, scheme="mnist", features="gradients",
+        reject_threshold=result.reject_threshold))
     reader = Predictor(load_model(tmp_path / "grad"))
     images, labels = splits.test
     rng = np.random.default_rng(0)
