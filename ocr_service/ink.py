@@ -27,6 +27,32 @@ STACK_PIXELS = 1 << 18
 
 _BIN_CENTRES = np.arange(256) + 0.5
 
+# The rules of an ink map, named once for ``ink_marks`` and its stacked twin
+# ``_stack_marks``, which must agree bit for bit (tests/test_ink.py compares them). Plain
+# Python floats on purpose: against float32 pixels they compare in float32.
+#: Ink must stand out from the paper by this much (of the 0..1 range) at least.
+MIN_CONTRAST = 0.08
+#: Order statistics of the grey levels: the darkest, the paper (median), the lightest.
+_LEVEL_QUANTILES = (0.001, 0.5, 0.999)
+#: Median absolute deviation -> standard deviation of normal noise.
+_MAD_TO_SIGMA = 1.4826
+#: Floor of the paper's noise level, so that clean synthetic images work.
+_MIN_SIGMA = 0.004
+#: Strong ink lies above Otsu's threshold and this many noise levels.
+_STRONG_SIGMAS = 4.0
+#: The ink level is this quantile of the strong ink ...
+_INK_QUANTILE = 0.75
+#: ... and the image is blank when it is under this many noise levels (or the contrast).
+_BLANK_SIGMAS = 8.0
+#: Weak ink, what marks are made of, lies above this many noise levels and this level.
+_WEAK_SIGMAS = 4.0
+_WEAK_FLOOR = 0.02
+#: A mark is kept when its strong ink covers this many pixels, this share of the image,
+#: and this share of the largest mark's strong ink.
+_MIN_MARK_AREA = 3.0
+_MIN_MARK_SHARE = 1e-4
+_MIN_MARK_OF_LARGEST = 0.04
+
 
 def _sample(values: np.ndarray) -> np.ndarray:
     """``values`` (..., S) with rows of over 2 * 65536 values subsampled to ~65k each,
@@ -256,7 +282,7 @@ def _erase_ruling(x: np.ndarray) -> None:
     above and below it), the line's pixels are kept, so the stroke is not cut.
     """
     h, w = x.shape
-    sigma = 1.4826 * _quantiles(np.abs(x), 0.5)[0]
+    sigma = _MAD_TO_SIGMA * _quantiles(np.abs(x), 0.5)[0]
     # Faint print counts too: noise adds a little to every row, a line a lot to one.
     mask = x > max(2.5 * sigma, 0.02)
     ys, xs = np.nonzero(mask)
@@ -441,7 +467,7 @@ class InkMarks:
     count: int
 
 
-def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray:
+def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
 
     Polarity comes from the image: the median is paper (ink covers far less than half of a
@@ -451,12 +477,12 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = 0.08) -> np.ndarray
     return ink_marks(gray, min_contrast=min_contrast).ink
 
 
-def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
+def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
     label the ink again (``segment.segment_ink(marks)``)."""
     gray = np.asarray(gray, dtype=np.float32)
     flat = _sample(gray.ravel())
-    k_low, k_mid, k_high = (_rank(q, flat.size) for q in (0.001, 0.5, 0.999))
+    k_low, k_mid, k_high = (_rank(q, flat.size) for q in _LEVEL_QUANTILES)
     # The median of 1 - gray is 1 - gray's order statistic mirrored around the middle:
     # one partition serves both polarities.
     k_mirror = flat.size - 1 - k_mid
@@ -473,22 +499,22 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     otsu = _otsu(x[x > 0], top)
     # Robust noise level (MAD) of the paper class, floored so clean synthetic images work.
     paper_values = x[x <= otsu]
-    sigma = max(1.4826 * _quantiles(np.abs(paper_values), 0.5)[0], 0.004)
-    strong = x > max(otsu, 4.0 * sigma)
-    ink_level = _quantiles(x[strong], 0.75)[0] if strong.any() else 0.0
-    if ink_level < min_contrast or ink_level < 8.0 * sigma:
+    sigma = max(_MAD_TO_SIGMA * _quantiles(np.abs(paper_values), 0.5)[0], _MIN_SIGMA)
+    strong = x > max(otsu, _STRONG_SIGMAS * sigma)
+    ink_level = _quantiles(x[strong], _INK_QUANTILE)[0] if strong.any() else 0.0
+    if ink_level < min_contrast or ink_level < _BLANK_SIGMAS * sigma:
         raise NoInkError(_BLANK)
 
-    weak = x > max(4.0 * sigma, 0.02)
+    weak = x > max(_WEAK_SIGMAS * sigma, _WEAK_FLOOR)
     labels, n = ndimage.label(weak, structure=_EIGHT)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
     strong_area[_frames(labels, n, strong)] = 0
-    floor = max(3.0, 1e-4 * gray.size)
+    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * gray.size)
     outline = _outlines(labels, strong_area)
     if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
         strong_area[outline] = 0
-    min_area = max(floor, 0.04 * strong_area.max())
+    min_area = max(floor, _MIN_MARK_OF_LARGEST * strong_area.max())
     keep = strong_area >= min_area
     if not keep.any():
         raise NoInkError(_ONLY_SPECKS)
@@ -499,7 +525,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
 
 
 def ink_marks_many(
-    grays: Sequence[np.ndarray], *, min_contrast: float = 0.08
+    grays: Sequence[np.ndarray], *, min_contrast: float = MIN_CONTRAST
 ) -> list[InkMarks | NoInkError]:
     """``ink_marks`` of each grayscale image (H, W), or in its place the ``NoInkError`` it
     raises.
@@ -537,7 +563,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     n, h, w = gray.shape
     sample = _sample(gray.reshape(n, -1))
     size = sample.shape[1]
-    k_low, k_mid, k_high = (_rank(q, size) for q in (0.001, 0.5, 0.999))
+    k_low, k_mid, k_high = (_rank(q, size) for q in _LEVEL_QUANTILES)
     k_mirror = size - 1 - k_mid  # as in ink_marks
     part = np.partition(sample, [k_low, k_mid, k_high, k_mirror], axis=1)
     low, paper, high = part[:, [k_low, k_mid, k_high]].T.astype(np.float64)
@@ -559,12 +585,13 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     # Thresholds are float32, as ink_marks compares them with float32 pixels (a Python
     # float meets an array in the array's precision); float64 ones would round apart.
     paper_class = flat <= otsu.astype(np.float32)[:, None]
-    sigma = np.maximum(1.4826 * _row_quantiles(np.abs(flat), paper_class, 0.5), 0.004)
-    strong = flat > np.maximum(otsu, 4.0 * sigma).astype(np.float32)[:, None]
-    ink_level = _row_quantiles(flat, strong, 0.75)
-    blank = no_ink | (ink_level < min_contrast) | (ink_level < 8.0 * sigma)
+    sigma = np.maximum(_MAD_TO_SIGMA * _row_quantiles(np.abs(flat), paper_class, 0.5),
+                       _MIN_SIGMA)
+    strong = flat > np.maximum(otsu, _STRONG_SIGMAS * sigma).astype(np.float32)[:, None]
+    ink_level = _row_quantiles(flat, strong, _INK_QUANTILE)
+    blank = no_ink | (ink_level < min_contrast) | (ink_level < _BLANK_SIGMAS * sigma)
 
-    weak = flat > np.maximum(4.0 * sigma, 0.02).astype(np.float32)[:, None]
+    weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
     labels = _label(weak.reshape(n, h, w))
     # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
@@ -574,13 +601,13 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     strong_area = np.bincount(labels.reshape(n, -1)[strong], minlength=len(owner) + 1)
     strong_area[0] = 0
     strong_area[_stack_frames(labels, owner, strong.reshape(n, h, w))] = 0
-    floor = max(3.0, 1e-4 * (h * w))  # as ink_marks rounds it
+    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w))  # as ink_marks rounds it
     outline = _outlines(labels, strong_area)[1:]
     beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
     strong_area[1:][outline & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
-    min_area = np.maximum(floor, 0.04 * largest)
+    min_area = np.maximum(floor, _MIN_MARK_OF_LARGEST * largest)
     keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
     kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
 
