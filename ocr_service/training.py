@@ -283,6 +283,133 @@ def _augmented_inputs(images: np.ndarray, config: TrainConfig, rng: np.random.Ge
     return model_inputs(augment_batch(images, rng), config.features)
 
 
+def _training_set(
+    config: TrainConfig, train_set: tuple[np.ndarray, np.ndarray], n_classes: int,
+    scheme: str | None, classes: Sequence[str] | None,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The training images and labels with the styled digits and non-character examples
+    ``config`` asks for, and the network's number of outputs."""
+    images, labels = train_set
+    if len(images) == 0:
+        raise ValueError("the training split is empty")
+    if config.epochs <= 0 or config.batch_size <= 0:
+        raise ValueError("epochs and batch size must be positive")
+    n_outputs = n_classes
+    if config.styles:
+        images, labels = _with_styles(images, labels, config, scheme, classes)
+    if config.negatives:
+        images, labels = _with_negatives(images, labels, n_classes, config, scheme)
+        n_outputs = n_classes + 1
+    return images, labels, n_outputs
+
+
+class _Steps:
+    """The optimisation of one network: loss, optimizer, schedule, batches, step count."""
+
+    def __init__(self, network: Network, config: TrainConfig, n_inputs: int,
+                 n_samples: int) -> None:
+        self.network, self.config = network, config
+        self.loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
+        self.optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
+                                        config.weight_decay)
+        self.grads = [g for _, g in self.optimizer.groups]
+        self.per_epoch = math.ceil(n_samples / config.batch_size)
+        self.schedule = make_schedule(config.schedule, config.lr,
+                                      config.epochs * self.per_epoch,
+                                      config.warmup_epochs * self.per_epoch)
+        self.buffers = _BatchBuffers(config.batch_size, n_inputs, n_samples)
+        self.step = 0
+
+    def epoch(self, x_all: np.ndarray, y_all: np.ndarray, order: np.ndarray, epoch: int,
+              bar: Any) -> tuple[float, int, dict[str, float]]:
+        """One pass over ``x_all[order]``: the summed loss, the right answers and the
+        summed training statistics of the network (fixed-point iterations)."""
+        network, loss_fn, optimizer = self.network, self.loss_fn, self.optimizer
+        loss_sum, correct, seen, stats_sum = 0.0, 0, 0, {}
+        for xb, yb in self.buffers.batches(x_all, y_all, order):
+            seen += len(yb)
+            logits = network.forward(xb, training=True)
+            loss_sum += loss_fn.forward(logits, yb) * len(yb)
+            correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
+            network.backward(loss_fn.backward(), input_grad=False)  # dL/dx is unused
+            if self.config.clip_norm:
+                clip_grad_norm(self.grads, self.config.clip_norm)
+            optimizer.lr = self.schedule(self.step)
+            optimizer.step()
+            self.step += 1
+            for key, value in network.training_stats().items():
+                stats_sum[key] = stats_sum.get(key, 0.0) + value
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}",
+                                acc=f"{correct / seen:.4f}", refresh=False)
+        if not math.isfinite(loss_sum):
+            raise ValueError(f"training diverged in epoch {epoch} (the loss is not finite);"
+                             " lower --lr")
+        return loss_sum, correct, stats_sum
+
+
+class _Best:
+    """Early stopping: the best validation epoch so far, its weights, epochs since."""
+
+    def __init__(self) -> None:
+        self.score = (-1.0, math.inf)  # (val accuracy, val loss)
+        self.state: dict[str, np.ndarray] | None = None
+        self.epoch, self.stale = 0, 0
+
+    def update(self, epoch: int, val: dict[str, float], network: Network) -> None:
+        if (val["accuracy"], -val["loss"]) > (self.score[0], -self.score[1]):
+            self.score, self.epoch, self.stale = (val["accuracy"], val["loss"]), epoch, 0
+            self.state = {k: v.copy() for k, v in network.state_dict().items()}
+        else:
+            self.stale += 1
+
+    def restore(self, network: Network, epochs_run: int) -> int:
+        """Load the best weights (if validation chose any); the epoch they are from."""
+        if self.state is None:
+            return epochs_run
+        network.load_state_dict(self.state)
+        return self.epoch
+
+
+def _epochs(
+    steps: _Steps, images: np.ndarray, fixed_inputs: np.ndarray | None, labels: np.ndarray,
+    rng: np.random.Generator, val: tuple[np.ndarray, np.ndarray] | None, n_classes: int,
+    best: _Best, log: Callable[[str], None] | None, bar: Any, started: float,
+) -> list[dict[str, float]]:
+    """Every epoch of a run, until early stopping: the history of per-epoch records."""
+    config, network = steps.config, steps.network
+    y_all = np.ascontiguousarray(labels, dtype=np.int64)
+    history: list[dict[str, float]] = []
+    for epoch in range(1, config.epochs + 1):
+        x_all = (fixed_inputs if fixed_inputs is not None
+                 else _augmented_inputs(images, config, rng))
+        order = rng.permutation(len(x_all))
+        loss_sum, correct, stats_sum = steps.epoch(x_all, y_all, order, epoch, bar)
+        record: dict[str, float] = {
+            "epoch": epoch,
+            "loss": loss_sum / len(order),
+            "accuracy": correct / len(order),
+            "lr": steps.optimizer.lr,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        record.update({k: v / steps.per_epoch for k, v in stats_sum.items()})
+        if val is not None:
+            scores = _loss_and_accuracy(
+                predict_in_batches(network, val[0], n_classes=n_classes), val[1])
+            record["val_loss"], record["val_accuracy"] = scores["loss"], scores["accuracy"]
+            best.update(epoch, scores, network)
+        history.append(record)
+        if log is not None:
+            log(_format_record(record))
+        if config.patience and best.stale >= config.patience:
+            if log is not None:
+                log(f"early stopping: no validation gain for {config.patience} epochs; "
+                    f"restoring epoch {best.epoch}")
+            break
+    return history
+
+
 def train(
     config: TrainConfig,
     train_set: tuple[np.ndarray, np.ndarray],
@@ -307,104 +434,34 @@ def train(
     ``config.styles``, styled digits of the digit ``classes`` (names) join the training set
     first.
     """
-    images, labels = train_set
-    if len(images) == 0:
-        raise ValueError("the training split is empty")
-    if config.epochs <= 0 or config.batch_size <= 0:
-        raise ValueError("epochs and batch size must be positive")
     rng = np.random.default_rng(config.seed)
+    images, labels, n_outputs = _training_set(config, train_set, n_classes, scheme, classes)
     n_inputs = input_size(*images.shape[1:], config.features)
-    n_outputs = n_classes
-    if config.styles:
-        images, labels = _with_styles(images, labels, config, scheme, classes)
-    if config.negatives:
-        images, labels = _with_negatives(images, labels, n_classes, config, scheme)
-        n_outputs = n_classes + 1
     network = build_network(config, n_inputs, n_outputs)
     if init is not None:
         _start_from(network, init)
-    loss_fn = SoftmaxCrossEntropy(config.label_smoothing)
-    optimizer = make_optimizer(config.optimizer, network.param_pairs(), config.lr,
-                               config.weight_decay)
-    grads = [g for _, g in optimizer.groups]
-    steps_per_epoch = math.ceil(len(images) / config.batch_size)
-    schedule = make_schedule(config.schedule, config.lr, config.epochs * steps_per_epoch,
-                             config.warmup_epochs * steps_per_epoch)
-    buffers = _BatchBuffers(config.batch_size, n_inputs, len(images))
+    steps = _Steps(network, config, n_inputs, len(images))
     # inputs that do not change between epochs are computed once
     fixed_inputs = None if config.augment else model_inputs(images, config.features)
-    validating = val_set is not None and len(val_set[0]) > 0
-    val_inputs = model_inputs(val_set[0], config.features) if validating else None
-    y_all = np.ascontiguousarray(labels, dtype=np.int64)
-    history: list[dict[str, float]] = []
-    best = (-1.0, math.inf)  # (val accuracy, val loss)
-    best_state, best_epoch, stale, step = None, 0, 0, 0
+    val = None  # (inputs, labels)
+    if val_set is not None and len(val_set[0]) > 0:
+        val = (model_inputs(val_set[0], config.features), val_set[1])
+    best = _Best()
     started = time.perf_counter()
-    bar = _progress_bar(config.epochs * steps_per_epoch, progress)
+    bar = _progress_bar(config.epochs * steps.per_epoch, progress)
     threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")
     try:
-        for epoch in range(1, config.epochs + 1):
-            x_all = (fixed_inputs if fixed_inputs is not None
-                     else _augmented_inputs(images, config, rng))
-            order = rng.permutation(len(x_all))
-            loss_sum, correct, seen, stats_sum = 0.0, 0, 0, {}
-            for xb, yb in buffers.batches(x_all, y_all, order):
-                seen += len(yb)
-                logits = network.forward(xb, training=True)
-                loss_sum += loss_fn.forward(logits, yb) * len(yb)
-                correct += int((loss_fn.probs.argmax(axis=1) == yb).sum())
-                network.backward(loss_fn.backward(), input_grad=False)  # dL/dx is unused
-                if config.clip_norm:
-                    clip_grad_norm(grads, config.clip_norm)
-                optimizer.lr = schedule(step)
-                optimizer.step()
-                step += 1
-                for key, value in network.training_stats().items():
-                    stats_sum[key] = stats_sum.get(key, 0.0) + value
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{loss_sum / seen:.4f}",
-                                    acc=f"{correct / seen:.4f}", refresh=False)
-            if not math.isfinite(loss_sum):
-                raise ValueError(f"training diverged in epoch {epoch} (the loss is not finite);"
-                                 " lower --lr")
-            record: dict[str, float] = {
-                "epoch": epoch,
-                "loss": loss_sum / len(order),
-                "accuracy": correct / len(order),
-                "lr": optimizer.lr,
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-            record.update({k: v / steps_per_epoch for k, v in stats_sum.items()})
-            if val_inputs is not None:
-                val = _loss_and_accuracy(
-                    predict_in_batches(network, val_inputs, n_classes=n_classes), val_set[1])
-                record["val_loss"], record["val_accuracy"] = val["loss"], val["accuracy"]
-                if (val["accuracy"], -val["loss"]) > (best[0], -best[1]):
-                    best, best_epoch, stale = (val["accuracy"], val["loss"]), epoch, 0
-                    best_state = {k: v.copy() for k, v in network.state_dict().items()}
-                else:
-                    stale += 1
-            history.append(record)
-            if log is not None:
-                log(_format_record(record))
-            if config.patience and stale >= config.patience:
-                if log is not None:
-                    log(f"early stopping: no validation gain for {config.patience} epochs; "
-                        f"restoring epoch {best_epoch}")
-                break
+        history = _epochs(steps, images, fixed_inputs, labels, rng, val, n_classes, best,
+                          log, bar, started)
     finally:
         threads.restore_original_limits()
         if bar is not None:
             bar.close()
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    else:
-        best_epoch = len(history)
+    best_epoch = best.restore(network, len(history))
     threshold = None
-    if val_inputs is not None:
+    if val is not None:
         threshold = _reject_threshold(
-            predict_in_batches(network, val_inputs, n_classes=n_classes), val_set[1])
+            predict_in_batches(network, val[0], n_classes=n_classes), val[1])
     return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold,
                        config.features)
 
