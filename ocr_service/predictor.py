@@ -108,6 +108,63 @@ def _upload_box(box: tuple[int, int, int, int], scale: tuple[float, float]):
     return (x0, y0, round((x + w) * sx) - x0, round((y + h) * sy) - y0)
 
 
+def _split_bias(segments: list[Segment], segment: str) -> list[float]:
+    """How readily each segment is split: the wider against its line's character height,
+    the more (a lone character on its line less readily)."""
+    return [
+        _SPLIT_SLOPE
+        * (
+            seg.box[2] / seg.ref_height
+            - (_SPLIT_ASPECT if seg.line_size > 1 else _LONE_SPLIT_ASPECT)[segment]
+        )
+        for seg in segments
+    ]
+
+
+def _splits_worth_trying(
+    segments: list[Segment], best: np.ndarray, bias: list[float], candidates: list[Segment],
+    page_of: list[int], failed: dict[int, ImageError],
+) -> tuple[list[list[list[int]]], list[Segment]]:
+    """Each segment's readings (lists of indices into ``candidates``: the whole first, then
+    its splits), and the pieces still to classify; ``candidates`` grows by those pieces.
+
+    A wide segment is several characters when its pieces read more confidently (geometric
+    mean) than the whole. A split's score, mean log p(pieces) - log p(whole) + bias, is at
+    most -log p(whole) + bias: where that is not positive no split can win, and none is
+    built or classified. A segment whose splits fail records the error for its page in
+    ``failed``: the other pages are still read.
+    """
+    options: list[list[list[int]]] = [[[i]] for i in range(len(segments))]
+    pending: list[Segment] = []
+    for i, seg in enumerate(segments):
+        if seg.wide and bias[i] - np.log(max(best[i], 1e-12)) > 0:
+            try:
+                splits = seg.splits
+            except ImageError as exc:
+                failed.setdefault(page_of[i], exc)
+                continue
+            for split in splits:
+                options[i].append(list(range(len(candidates), len(candidates) + len(split))))
+                candidates.extend(split)
+                pending.extend(split)
+    return options, pending
+
+
+def _choose(
+    options: list[list[list[int]]], best: np.ndarray, bias: list[float], page_of: list[int],
+    n_pages: int,
+) -> list[list[int]]:
+    """Per page, the candidates of each segment's best-scoring reading, in order."""
+    log_best = np.log(np.maximum(best, 1e-12))
+    chosen: list[list[int]] = [[] for _ in range(n_pages)]
+    for i, readings in enumerate(options):
+        scores = [0.0] + [
+            log_best[r].mean() - log_best[readings[0][0]] + bias[i] for r in readings[1:]
+        ]
+        chosen[page_of[i]].extend(readings[int(np.argmax(scores))])
+    return chosen
+
+
 #: Analysed pixels of the uploads ``predict_many`` decodes before it reads them: at most
 #: ~3 MP (one more upload of up to ``ANALYSIS_PIXELS`` may cross the limit), 12 MB of
 #: float32 images, then 24 MB of ink maps and marks. A batch of large photos is read in
@@ -288,54 +345,32 @@ class Predictor:
         # First every whole segment, in one network call.
         candidates = list(segments)
         inputs, probs, stats = self._classify(candidates)
-        best = probs.max(axis=1)
-        # A wide segment is several characters when its pieces read more confidently
-        # (geometric mean) than the whole, the more readily the wider it is against its
-        # line's character height. A split's score, mean log p(pieces) - log p(whole) + bias,
-        # is at most -log p(whole) + bias: where that is not positive no split can win, and
-        # none is built or classified.
-        bias = [
-            _SPLIT_SLOPE
-            * (
-                seg.box[2] / seg.ref_height
-                - (_SPLIT_ASPECT if seg.line_size > 1 else _LONE_SPLIT_ASPECT)[segment]
-            )
-            for seg in segments
-        ]
-        options: list[list[list[int]]] = [[[i]] for i in range(len(segments))]
-        pending = []
-        for i, seg in enumerate(segments):
-            if seg.wide and bias[i] - np.log(max(best[i], 1e-12)) > 0:
-                try:
-                    splits = seg.splits
-                except ImageError as exc:  # that page only: the others are still read
-                    failed.setdefault(page_of[i], exc)
-                    continue
-                for split in splits:
-                    options[i].append(list(range(len(candidates), len(candidates) + len(split))))
-                    candidates.extend(split)
-                    pending.extend(split)
+        bias = _split_bias(segments, segment)
+        options, pending = _splits_worth_trying(segments, probs.max(axis=1), bias, candidates,
+                                                page_of, failed)
         if pending:  # every piece of every split that could win: a second network call
             more_inputs, more, more_stats = self._classify(pending)
             inputs = np.concatenate([inputs, more_inputs])
             probs = np.concatenate([probs, more])
-            best = probs.max(axis=1)
             stats = {k: v + more_stats.get(k, 0.0) for k, v in stats.items()}  # total cost
-        log_best = np.log(np.maximum(best, 1e-12))
-        chosen: list[list[int]] = [[] for _ in pages]
-        for i, readings in enumerate(options):
-            scores = [0.0] + [
-                log_best[r].mean() - log_best[readings[0][0]] + bias[i] for r in readings[1:]
-            ]
-            chosen[page_of[i]].extend(readings[int(np.argmax(scores))])
-        k = max(1, min(int(top_k), len(self._classes)))
+        chosen = _choose(options, probs.max(axis=1), bias, page_of, len(pages))
         stats = {name: float(v) for name, v in stats.items()}
+        characters = self._characters(chosen, probs, inputs, candidates, pages, top_k)
+        return [failed.get(p) or PredictionResult(chars, stats)
+                for p, chars in enumerate(characters)]
+
+    def _characters(
+        self, chosen: list[list[int]], probs: np.ndarray, inputs: np.ndarray,
+        candidates: list[Segment], pages: list[_Page], top_k: int,
+    ) -> list[list[CharacterResult]]:
+        """The characters of each page: its ``chosen`` candidates, answered."""
+        k = max(1, min(int(top_k), len(self._classes)))
         # every answer's top k in one argsort; Python floats and ints for the loop below
         answered = [i for page_chosen in chosen for i in page_chosen]
         answer = self._answer_probs(probs[answered])
         orders = np.argsort(-answer, axis=1, kind="stable")[:, :k].tolist()
         answer_rows = iter(zip(answer.tolist(), orders, strict=True))
-        results: list[PredictionResult | ImageError] = []
+        pages_characters = []
         for p, (_, scale) in enumerate(pages):
             characters = []
             for i in chosen[p]:
@@ -351,5 +386,5 @@ class Predictor:
                         line=candidates[i].line,
                     )
                 )
-            results.append(failed.get(p) or PredictionResult(characters, stats))
-        return results
+            pages_characters.append(characters)
+        return pages_characters
