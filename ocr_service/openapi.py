@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from . import __version__
@@ -276,10 +277,9 @@ def _client_errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _error(text[s]) for s in statuses}
 
 
-def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, Any]:
-    """The OpenAPI document, with the configured limits and the served model's class count."""
-    parameters, option_properties = _options(n_classes)
-    predict_body = {
+def _predict_body(option_properties: dict[str, Any]) -> dict[str, Any]:
+    """The request body of ``POST /v1/predict``: raw image, multipart or JSON."""
+    return {
         "required": True,
         "content": {
             "image/*": {"schema": {"type": "string", "format": "binary"}},
@@ -310,26 +310,70 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
             },
         },
     }
-    text_field = {
-        "text": {"type": "string", "pattern": r"\S", "maxLength": 1000,
-                 "description": "what was actually written, one character per character read "
-                 "(white space is ignored)"},
-        "user": {"type": "string", "pattern": r"^[A-Za-z0-9._@-]{1,64}$",
-                 "description": "optional tag, to find and delete one user's corrections"},
-    }
+
+
+#: the fields a correction adds to an upload
+_TEXT_FIELDS: dict[str, Any] = {
+    "text": {"type": "string", "pattern": r"\S", "maxLength": 1000,
+             "description": "what was actually written, one character per character read "
+             "(white space is ignored)"},
+    "user": {"type": "string", "pattern": r"^[A-Za-z0-9._@-]{1,64}$",
+             "description": "optional tag, to find and delete one user's corrections"},
+}
+
+
+def _feedback(
+    predict_body: dict[str, Any], parameters: list[dict[str, Any]],
+    option_properties: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``/v1/feedback`` path: an upload as for predict, with its true text."""
     feedback_body = {"required": True, "content": {
         kind: {"schema": {**body["schema"], "properties": {
             "image": body["schema"]["properties"]["image"],
-            "segment": option_properties["segment"], **text_field}}}
+            "segment": option_properties["segment"], **_TEXT_FIELDS}}}
         if kind != "image/*" else body
         for kind, body in predict_body["content"].items()}}  # fmt: skip
     feedback_parameters = [
         *(p for p in parameters if p["name"] == "segment"),
-        _query("text", text_field["text"], "the true text (or as a body field)"),
-        _query("user", text_field["user"], "optional user tag (or as a body field)"),
+        _query("text", _TEXT_FIELDS["text"], "the true text (or as a body field)"),
+        _query("user", _TEXT_FIELDS["user"], "optional user tag (or as a body field)"),
     ]
     feedback_off = _error("corrections are off: OCR_FEEDBACK_DIR is not set (not_found)")
-    batch_body = {
+    return {
+        "post": {
+            "summary": "Correct a reading: its characters become training data",
+            "operationId": "feedback",
+            "parameters": feedback_parameters,
+            "requestBody": feedback_body,
+            "responses": {
+                "201": _ok("every character stored", "FeedbackStored"),
+                **_client_errors(400, 413, 415),
+                "404": feedback_off,
+                "422": _error(
+                    "no ink or too many characters, a character of text outside the "
+                    "model's classes (unknown_label), or another number of characters "
+                    "than the model read (count_mismatch)"
+                ),
+                "503": _error("no model loaded (not_ready), or the store cannot be "
+                              "written (feedback_unavailable)"),
+                "507": _error("the store is full (feedback_store_full)"),
+            },
+        },
+        "get": {
+            "summary": "Whether corrections are accepted, and for which classes",
+            "operationId": "feedbackInfo",
+            "responses": {
+                "200": _ok("corrections are on", "FeedbackInfo"),
+                "404": feedback_off,
+                **_client_errors(503),
+            },
+        },
+    }
+
+
+def _batch_body(settings: Settings, option_properties: dict[str, Any]) -> dict[str, Any]:
+    """The request body of ``POST /v1/predict/batch``: multipart images up to the limit."""
+    return {
         "required": True,
         "content": {
             "multipart/form-data": {
@@ -350,6 +394,92 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
             }
         },
     }
+
+
+#: the routes that take no options: model, admin, health, metrics, this document, the page
+_OTHER_PATHS: dict[str, Any] = {
+    "/v1/model": {
+        "get": {
+            "summary": "Metadata of the served model",
+            "operationId": "model",
+            "responses": {
+                "200": _ok("model metadata", "ModelInfo"),
+                **_client_errors(503),
+            },
+        }
+    },
+    "/v1/admin/reload": {
+        "post": {
+            "summary": "Reload the model from disk (all workers)",
+            "operationId": "reload",
+            "security": [{"bearer": []}],
+            "responses": {
+                "200": _ok("the new model serves", "Reloaded"),
+                "422": _error(
+                    "the artifact is invalid; the old model keeps serving (reload_failed)"
+                ),
+                **_client_errors(401, 403, 404),
+            },
+        }
+    },
+    "/healthz": {
+        "get": {
+            "summary": "The process is alive",
+            "operationId": "healthz",
+            "responses": {"200": _ok("alive", "Health")},
+        }
+    },
+    "/readyz": {
+        "get": {
+            "summary": "A model is loaded and serving",
+            "operationId": "readyz",
+            "responses": {"200": _ok("ready", "Ready"), **_client_errors(503)},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics of all workers",
+            "operationId": "metrics",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {_JSON: {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    },
+    "/": {
+        "get": {
+            "summary": "The drawing page",
+            "operationId": "index",
+            "responses": {
+                "200": {
+                    "description": "HTML page",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
+}
+
+
+def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, Any]:
+    """The OpenAPI document, with the configured limits and the served model's class count."""
+    parameters, option_properties = _options(n_classes)
+    predict_body = _predict_body(option_properties)
+    batch_body = _batch_body(settings, option_properties)
     limits = (
         f"Uploads are limited to {settings.max_upload_bytes} bytes and "
         f"{settings.max_pixels} pixels."
@@ -387,110 +517,8 @@ def build_spec(settings: Settings, n_classes: int | None = None) -> dict[str, An
                     },
                 }
             },
-            "/v1/feedback": {
-                "post": {
-                    "summary": "Correct a reading: its characters become training data",
-                    "operationId": "feedback",
-                    "parameters": feedback_parameters,
-                    "requestBody": feedback_body,
-                    "responses": {
-                        "201": _ok("every character stored", "FeedbackStored"),
-                        **_client_errors(400, 413, 415),
-                        "404": feedback_off,
-                        "422": _error(
-                            "no ink or too many characters, a character of text outside the "
-                            "model's classes (unknown_label), or another number of characters "
-                            "than the model read (count_mismatch)"
-                        ),
-                        "503": _error("no model loaded (not_ready), or the store cannot be "
-                                      "written (feedback_unavailable)"),
-                        "507": _error("the store is full (feedback_store_full)"),
-                    },
-                },
-                "get": {
-                    "summary": "Whether corrections are accepted, and for which classes",
-                    "operationId": "feedbackInfo",
-                    "responses": {
-                        "200": _ok("corrections are on", "FeedbackInfo"),
-                        "404": feedback_off,
-                        **_client_errors(503),
-                    },
-                },
-            },
-            "/v1/model": {
-                "get": {
-                    "summary": "Metadata of the served model",
-                    "operationId": "model",
-                    "responses": {
-                        "200": _ok("model metadata", "ModelInfo"),
-                        **_client_errors(503),
-                    },
-                }
-            },
-            "/v1/admin/reload": {
-                "post": {
-                    "summary": "Reload the model from disk (all workers)",
-                    "operationId": "reload",
-                    "security": [{"bearer": []}],
-                    "responses": {
-                        "200": _ok("the new model serves", "Reloaded"),
-                        "422": _error(
-                            "the artifact is invalid; the old model keeps serving (reload_failed)"
-                        ),
-                        **_client_errors(401, 403, 404),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "The process is alive",
-                    "operationId": "healthz",
-                    "responses": {"200": _ok("alive", "Health")},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "A model is loaded and serving",
-                    "operationId": "readyz",
-                    "responses": {"200": _ok("ready", "Ready"), **_client_errors(503)},
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics of all workers",
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document",
-                    "operationId": "openapi",
-                    "responses": {
-                        "200": {
-                            "description": "OpenAPI 3.1",
-                            "content": {_JSON: {"schema": {"type": "object"}}},
-                        }
-                    },
-                }
-            },
-            "/": {
-                "get": {
-                    "summary": "The drawing page",
-                    "operationId": "index",
-                    "responses": {
-                        "200": {
-                            "description": "HTML page",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        }
-                    },
-                }
-            },
+            "/v1/feedback": _feedback(predict_body, parameters, option_properties),
+            **copy.deepcopy(_OTHER_PATHS),
         },
         "components": {
             "schemas": _SCHEMAS,
