@@ -36,6 +36,7 @@ from .training import (
     DEFAULT_HIDDEN,
     DEFAULT_LR,
     TrainConfig,
+    TrainResult,
     evaluate,
     predict_in_batches,
     train,
@@ -300,13 +301,7 @@ def _run_train(args: argparse.Namespace) -> None:
     if init is not None:
         _check_init(init, config, data)
     say = (lambda _msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
-    shape = data.train[0].shape[1:]
-    for label, size in data.sizes.items():
-        say(f"dataset {label}: {size['images']} images; train {size['train']}"
-            f"{' x' + str(size['weight']) if size['weight'] > 1 else ''}, val {size['val']}, "
-            f"test {size['test']}")
-    say(f"{len(data.classes)} classes, {shape[0]}x{shape[1]} ({data.scheme})"
-        f"{f', starting from {init.path} (version {init.version})' if init else ''}")
+    _describe_data(say, data, init)
     val = data.val if len(data.val[1]) else None
     try:
         # a diverging run is reported as one line by train(), not by numpy's warnings
@@ -317,6 +312,35 @@ def _run_train(args: argparse.Namespace) -> None:
                            init=init.network if init else None)
     except ValueError as exc:
         raise UsageError(f"--init {init.path}: {exc}" if init else str(exc)) from None
+    by_source, test, test_size = _test_scores(result, data, config)
+    metadata = _artifact_spec(args, out, specs, init, config, data, result, by_source, test,
+                              test_size)
+    artifact = save_model(out, result.network, metadata)
+    print(f"test accuracy {test['accuracy']:.4f} on {test_size} held-out images "
+          f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
+          f"{out}.json (version {artifact.version})")
+    if len(by_source) > 1:
+        for label, m in by_source.items():
+            size = len(data.tests[label][1])
+            print(f"  {label}: {m['accuracy']:.4f} on {size} held-out images" if size
+                  else f"  {label}: too few images to hold any out")
+
+
+def _describe_data(say: Any, data: Mixed, init: ModelArtifact | None) -> None:
+    """The progress lines about the training data: each source's splits, the classes."""
+    shape = data.train[0].shape[1:]
+    for label, size in data.sizes.items():
+        say(f"dataset {label}: {size['images']} images; train {size['train']}"
+            f"{' x' + str(size['weight']) if size['weight'] > 1 else ''}, val {size['val']}, "
+            f"test {size['test']}")
+    say(f"{len(data.classes)} classes, {shape[0]}x{shape[1]} ({data.scheme})"
+        f"{f', starting from {init.path} (version {init.version})' if init else ''}")
+
+
+def _test_scores(
+    result: TrainResult, data: Mixed, config: TrainConfig
+) -> tuple[dict[str, dict[str, Any]], dict[str, float], int]:
+    """Held-out scores per source and over all of them, and the number of test images."""
     def score(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return evaluate(result.network, images, labels, n_classes=len(data.classes),
                         features=config.features)
@@ -326,8 +350,17 @@ def _run_train(args: argparse.Namespace) -> None:
                  for label, test in data.tests.items()}  # fmt: skip
     test = score(np.concatenate([t[0] for t in data.tests.values()]),
                  np.concatenate([t[1] for t in data.tests.values()]))
-    test_size = sum(len(t[1]) for t in data.tests.values())
-    metadata = ArtifactSpec(
+    return by_source, test, sum(len(t[1]) for t in data.tests.values())
+
+
+def _artifact_spec(
+    args: argparse.Namespace, out: Path, specs: list[SourceSpec], init: ModelArtifact | None,
+    config: TrainConfig, data: Mixed, result: TrainResult, by_source: dict[str, dict[str, Any]],
+    test: dict[str, float], test_size: int,
+) -> ArtifactSpec:
+    """What ``ocr-train`` records of the run in the artifact."""
+    shape = data.train[0].shape[1:]
+    return ArtifactSpec(
         name=args.name or out.name, classes=data.classes, non_character=config.negatives > 0,
         height=shape[0], width=shape[1], scheme=data.scheme, features=config.features,
         reject_threshold=result.reject_threshold, calibration_rule=CALIBRATION_RULE,
@@ -351,15 +384,6 @@ def _run_train(args: argparse.Namespace) -> None:
                                        "size": len(data.tests[label][1])}
                                for label, m in by_source.items()}},
     )  # fmt: skip
-    artifact = save_model(out, result.network, metadata)
-    print(f"test accuracy {test['accuracy']:.4f} on {test_size} held-out images "
-          f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
-          f"{out}.json (version {artifact.version})")
-    if len(by_source) > 1:
-        for label, m in by_source.items():
-            size = len(data.tests[label][1])
-            print(f"  {label}: {m['accuracy']:.4f} on {size} held-out images" if size
-                  else f"  {label}: too few images to hold any out")
 
 
 def _rounded(value: float | None) -> float | None:
