@@ -76,8 +76,16 @@ def write_report(
 
     directory.mkdir(parents=True, exist_ok=True)
     classes = artifact.classes
-    written = []
+    history = artifact.metadata.get("training", {}).get("history", [])
+    return [
+        _save(_confusion_figure(plt, classes, metrics), directory / "confusion.png"),
+        _save(_learning_curve_figure(plt, history), directory / "learning_curve.png"),
+        _save(_mistakes_figure(plt, classes, images, labels, probs, n_mistakes),
+              directory / "mistakes.png"),
+    ]
 
+
+def _confusion_figure(plt: Any, classes: list[str], metrics: dict[str, Any]) -> Any:
     fig, ax = plt.subplots(figsize=(1 + 0.5 * len(classes), 1 + 0.45 * len(classes)))
     confusion = np.array(metrics["confusion"])
     ax.imshow(confusion, cmap="Blues")
@@ -90,9 +98,10 @@ def write_report(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"accuracy {metrics['accuracy']:.4f} (n={metrics['size']})")
-    written.append(_save(fig, directory / "confusion.png"))
+    return fig
 
-    history = artifact.metadata.get("training", {}).get("history", [])
+
+def _learning_curve_figure(plt: Any, history: list[dict[str, float]]) -> Any:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [h["epoch"] for h in history]
     for key, label in (("loss", "train"), ("val_loss", "validation")):
@@ -104,8 +113,11 @@ def write_report(
     for ax in (ax_loss, ax_acc):
         ax.legend()
         ax.grid(alpha=0.3)
-    written.append(_save(fig, directory / "learning_curve.png"))
+    return fig
 
+
+def _mistakes_figure(plt: Any, classes: list[str], images: np.ndarray, labels: np.ndarray,
+                     probs: np.ndarray, n_mistakes: int) -> Any:
     predicted = probs.argmax(axis=1)
     wrong = np.flatnonzero(predicted != labels)
     # worst = most confident among the wrong answers
@@ -120,8 +132,7 @@ def write_report(
         ax.set_title(f"{classes[labels[i]]}→{classes[predicted[i]]} "
                      f"{probs[i, predicted[i]]:.2f}", fontsize=8)
     fig.suptitle(f"{len(wrong)} most confident mistakes (true→predicted p)")
-    written.append(_save(fig, directory / "mistakes.png"))
-    return written
+    return fig
 
 
 def _save(fig: Any, path: Path) -> Path:
