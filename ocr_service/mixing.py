@@ -77,22 +77,8 @@ def _class_map(ds: Dataset, classes: list[str], label: str) -> np.ndarray:
     return np.array([classes.index(c) for c in ds.classes], np.int64)
 
 
-def load_mixed(
-    specs: list[SourceSpec],
-    *,
-    seed: int,
-    test_fraction: float,
-    val_fraction: float,
-    scheme: str | None = None,
-    classes: list[str] | None = None,
-) -> Mixed:
-    """Load, split and combine ``specs`` (at least one).
-
-    ``scheme`` is that of ``folder`` sources (default mnist); every source must end up in
-    the same one. ``classes`` fixes the class list (a model to start from): a source with
-    another class is an error. Without it, the classes are the first source's followed by
-    any new ones of the next sources. Raises DatasetError with a one-line message.
-    """
+def _load_all(specs: list[SourceSpec], scheme: str | None) -> list[Dataset]:
+    """Every source's dataset, all in one input scheme; DatasetError otherwise."""
     if not specs:
         raise DatasetError("no dataset given")
     labels = [spec.label for spec in specs]
@@ -109,6 +95,26 @@ def load_mixed(
         found = ", ".join(f"{spec.label} is {ds.scheme}" for spec, ds in zip(specs, datasets,
                                                                             strict=True))
         raise DatasetError(f"the datasets have different input schemes ({found})")
+    return datasets
+
+
+def load_mixed(
+    specs: list[SourceSpec],
+    *,
+    seed: int,
+    test_fraction: float,
+    val_fraction: float,
+    scheme: str | None = None,
+    classes: list[str] | None = None,
+) -> Mixed:
+    """Load, split and combine ``specs`` (at least one).
+
+    ``scheme`` is that of ``folder`` sources (default mnist); every source must end up in
+    the same one. ``classes`` fixes the class list (a model to start from): a source with
+    another class is an error. Without it, the classes are the first source's followed by
+    any new ones of the next sources. Raises DatasetError with a one-line message.
+    """
+    datasets = _load_all(specs, scheme)
     if classes is None:
         classes = []
         for ds in datasets:
