@@ -558,6 +558,30 @@ def ink_marks_many(
     return [outcomes[i] for i in range(len(grays))]
 
 
+def _stack_keep(labels: np.ndarray, strong: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Which marks of a stack (labels and strong ink (N, H, W)) ``ink_marks`` would keep:
+    bool per label 0..L, each image's first label less one (N,), marks kept per image."""
+    n, h, w = labels.shape
+    # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
+    ends = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
+    firsts = np.concatenate(([0], ends[:-1])).astype(labels.dtype)
+    owner = np.repeat(np.arange(n), ends - firsts)
+    strong_area = np.bincount(labels.reshape(n, -1)[strong.reshape(n, -1)],
+                              minlength=len(owner) + 1)
+    strong_area[0] = 0
+    strong_area[_stack_frames(labels, owner, strong)] = 0
+    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w))  # as ink_marks rounds it
+    outline = _outlines(labels, strong_area)[1:]
+    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
+    strong_area[1:][outline & beside[owner]] = 0
+    largest = np.zeros(n, strong_area.dtype)
+    np.maximum.at(largest, owner, strong_area[1:])
+    min_area = np.maximum(floor, _MIN_MARK_OF_LARGEST * largest)
+    keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
+    kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
+    return keep, firsts, kept
+
+
 def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInkError]:
     """``ink_marks`` of every image of a stack (N, H, W) float32."""
     n, h, w = gray.shape
@@ -594,22 +618,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
     labels = _label(weak.reshape(n, h, w))
-    # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
-    ends = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
-    firsts = np.concatenate(([0], ends[:-1])).astype(labels.dtype)
-    owner = np.repeat(np.arange(n), ends - firsts)
-    strong_area = np.bincount(labels.reshape(n, -1)[strong], minlength=len(owner) + 1)
-    strong_area[0] = 0
-    strong_area[_stack_frames(labels, owner, strong.reshape(n, h, w))] = 0
-    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w))  # as ink_marks rounds it
-    outline = _outlines(labels, strong_area)[1:]
-    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
-    strong_area[1:][outline & beside[owner]] = 0
-    largest = np.zeros(n, strong_area.dtype)
-    np.maximum.at(largest, owner, strong_area[1:])
-    min_area = np.maximum(floor, _MIN_MARK_OF_LARGEST * largest)
-    keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
-    kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
+    keep, firsts, kept = _stack_keep(labels, strong.reshape(n, h, w))
 
     ink = x * (1.0 / np.where(blank, 1.0, ink_level)).astype(np.float32)[:, None, None]
     np.minimum(ink, 1.0, out=ink)
