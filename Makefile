@@ -25,7 +25,7 @@ run: $(BIN)/ocr-serve
 
 ## Install browser, deployment and font packages if missing, then run the whole test suite
 test: $(VENV)/.dev-installed browser-deps deploy-deps fonts
-	$(BIN)/ruff check ocr_service tests scripts
+	$(BIN)/ruff check ocr_service ocr_testing tests scripts
 	$(BIN)/python -m pytest
 
 browser-deps:
@@ -71,7 +71,7 @@ retrain: $(VENV)/.dev-installed
 	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-feedback retrain --feedback "$(FEEDBACK)" --model "$(MODEL)"
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check ocr_service tests scripts
+	$(BIN)/ruff check ocr_service ocr_testing tests scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +26,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from renderings import white_on_black_png  # noqa: E402
 
 from ocr_service import predictor as predictor_module  # noqa: E402
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
@@ -38,6 +34,7 @@ from ocr_service.ink import ink_from_gray, ink_marks_many  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
 from ocr_service.preprocess import decode_image, normalize_character  # noqa: E402
 from ocr_service.segment import segment_ink  # noqa: E402
+from ocr_testing.renderings import white_on_black_png  # noqa: E402
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"

@@ -41,8 +41,6 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier  # noqa: E402
 from threadpoolctl import threadpool_info, threadpool_limits  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.training import TrainConfig, evaluate, train  # noqa: E402
 

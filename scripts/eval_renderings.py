@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,19 +22,17 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from renderings import (  # noqa: E402
+from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
+from ocr_service.image_errors import ImageError  # noqa: E402
+from ocr_service.predictor import REJECT, Predictor  # noqa: E402
+from ocr_testing.renderings import (  # noqa: E402
     RENDERINGS,
     DigitString,
     grid_paper_photo,
     render_string,
     render_wobbly,
 )
-
-from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
-from ocr_service.image_errors import ImageError  # noqa: E402
-from ocr_service.predictor import REJECT, Predictor  # noqa: E402
 
 
 def _read(predictor: Predictor, data: bytes) -> tuple[str, float]:

@@ -14,13 +14,10 @@ network (same seed) is drawn for contrast.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ocr_service.cli import train_main
 from ocr_service.datasets import load_dataset, split_dataset

@@ -6,9 +6,9 @@ import io
 import json
 
 import pytest
-from server_utils import copy_model, digit_png
 
 from ocr_service.app import create_app
+from ocr_testing.server_utils import copy_model, digit_png
 
 PNG = digit_png("1")
 TOKEN = "t0ken-for-tests"
@@ -360,7 +360,7 @@ def test_admin_token_is_compared_in_constant_time(client, monkeypatch):
 
 
 def test_no_client_can_choose_the_model_path(client, model_copy, tmp_path):
-    from server_utils import save_variant
+    from ocr_testing.server_utils import save_variant
 
     served = client.get("/v1/model").get_json()["version"]
     other = save_variant(model_copy, tmp_path / "other", "attacker-chosen")

@@ -5,11 +5,11 @@ import shutil
 import tempfile
 
 import pytest
-from server_utils import digit_png
 
 from ocr_service import model_holder
 from ocr_service.app import create_app
 from ocr_service.config import Settings
+from ocr_testing.server_utils import digit_png
 
 
 def _app(model_path, **overrides):

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 from PIL import Image
-from writing import bars_folder
 
 from ocr_service.cli import eval_main, predict_main, train_main
 from ocr_service.model_store import load_model
+from ocr_testing.writing import bars_folder
 
 
 @pytest.fixture(scope="module")

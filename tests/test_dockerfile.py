@@ -10,13 +10,13 @@ import threading
 import time
 from pathlib import Path
 
-import container_utils
 import pytest
 import requests
 import tomllib
-from server_utils import REPO, digit_png, running_server, save_variant, wait_until
 
 from ocr_service import serve
+from ocr_testing import container_utils
+from ocr_testing.server_utils import REPO, digit_png, running_server, save_variant, wait_until
 
 
 def _instructions() -> list[tuple[str, str]]:

@@ -17,9 +17,9 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
-from server_utils import REPO, all_workers_serve, copy_model, running_server, wait_until
 
 from ocr_service.cli import eval_main
+from ocr_testing.server_utils import REPO, all_workers_serve, copy_model, running_server, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

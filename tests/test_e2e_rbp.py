@@ -5,12 +5,12 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from server_utils import running_server
 
 from ocr_service.cli import train_main
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.model_store import load_model
 from ocr_service.predictor import Predictor
+from ocr_testing.server_utils import running_server
 
 pytestmark = pytest.mark.e2e
 

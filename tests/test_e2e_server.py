@@ -14,8 +14,15 @@ import socket
 
 import pytest
 import requests
-from fuzz_corpus import seed_corpus
-from server_utils import all_workers_serve, digit_png, running_server, save_variant, wait_until
+
+from ocr_testing.fuzz_corpus import seed_corpus
+from ocr_testing.server_utils import (
+    all_workers_serve,
+    digit_png,
+    running_server,
+    save_variant,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

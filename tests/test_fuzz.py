@@ -18,16 +18,16 @@ import time
 from urllib.parse import quote, urlsplit
 
 import pytest
-from fuzz_corpus import EXPECTED_CODES, fuzz_inputs, seed_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
-from server_utils import running_server
 
 from ocr_service.app import create_app
 from ocr_service.image_errors import ImageError, ImageTooLargeError, UnsupportedImageError
 from ocr_service.predictor import Predictor
 from ocr_service.preprocess import preprocess_bytes
+from ocr_testing.fuzz_corpus import EXPECTED_CODES, fuzz_inputs, seed_corpus
+from ocr_testing.server_utils import running_server
 
 #: slowest case allowed (seconds): far below gunicorn's 30 s timeout, so no input can stall
 #: a worker thread for long

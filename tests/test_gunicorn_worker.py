@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from server_utils import digit_png, running_server, wait_until
+
+from ocr_testing.server_utils import digit_png, running_server, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

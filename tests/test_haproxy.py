@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from load_client import LoadGenerator, LoadStats
-from server_utils import REPO, digit_png, free_port, is_ready, save_variant, wait_until
+
+from ocr_testing.load_client import LoadGenerator, LoadStats
+from ocr_testing.server_utils import REPO, digit_png, free_port, is_ready, save_variant, wait_until
 
 pytestmark = [
     pytest.mark.slow,

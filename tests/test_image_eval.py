@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from renderings import black_on_white_jpeg, white_on_black_png
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.image_eval import (
@@ -18,6 +17,7 @@ from ocr_service.image_eval import (
     write_misread_sheet,
 )
 from ocr_service.predictor import Predictor
+from ocr_testing.renderings import black_on_white_jpeg, white_on_black_png
 
 
 @pytest.fixture(scope="module")

@@ -206,9 +206,8 @@ def test_a_table_edge_along_one_side_is_a_frame(digits):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_squared_paper_is_erased_and_the_digit_kept(digits, seed):
-    from renderings import grid_paper_photo
-
     from ocr_service.preprocess import decode_image
+    from ocr_testing.renderings import grid_paper_photo
 
     rng = np.random.default_rng(seed)
     blank = decode_image(grid_paper_photo(np.zeros((28, 28), np.float32), rng))

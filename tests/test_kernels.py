@@ -68,8 +68,7 @@ def test_serving_a_prediction_never_imports_numba():
     """numba and LLVM cost a worker tens of MB; only training needs them."""
     script = (
         "import sys\n"
-        "sys.path.insert(0, 'tests')\n"
-        "from server_utils import digit_png\n"
+        "from ocr_testing.server_utils import digit_png\n"
         "from ocr_service.app import create_app\n"
         "client = create_app().test_client()\n"
         "r = client.post('/v1/predict', data=digit_png(), content_type='image/png')\n"

@@ -11,12 +11,13 @@ import sys
 import threading
 from pathlib import Path
 
-import container_utils
 import kubernetes_validate
 import pytest
 import requests
 import yaml
-from server_utils import REPO, digit_png
+
+from ocr_testing import container_utils
+from ocr_testing.server_utils import REPO, digit_png
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 OVERLAY = DEPLOY / "overlays" / "prometheus-operator"

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, relative_error
 
 from ocr_service.nn.layers import (
     ACTIVATIONS,
@@ -9,6 +8,7 @@ from ocr_service.nn.layers import (
     LeakyReLU,
     layer_from_config,
 )
+from ocr_testing.gradcheck import numerical_grad, relative_error
 
 RNG = np.random.default_rng(42)
 

@@ -14,8 +14,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from load_client import LoadGenerator
-from server_utils import digit_png, running_server
+
+from ocr_testing.load_client import LoadGenerator
+from ocr_testing.server_utils import digit_png, running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

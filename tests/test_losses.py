@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, relative_error
 
 from ocr_service.nn.losses import SoftmaxCrossEntropy, softmax
+from ocr_testing.gradcheck import numerical_grad, relative_error
 
 RNG = np.random.default_rng(7)
 

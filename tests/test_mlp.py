@@ -2,11 +2,11 @@ import threading
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, relative_error
 
 from ocr_service.nn import MLP, network_from_config
 from ocr_service.nn.losses import SoftmaxCrossEntropy
 from ocr_service.nn.optim import Adam
+from ocr_testing.gradcheck import numerical_grad, relative_error
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh", "sigmoid"])

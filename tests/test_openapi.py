@@ -6,9 +6,9 @@ import io
 import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
-from server_utils import digit_png
 
 from ocr_service.app import create_app
+from ocr_testing.server_utils import digit_png
 
 PNG = digit_png("0")
 TOKEN = "docs-token"

@@ -10,10 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from conftest import train_small_model
-from fuzz_corpus import seed_corpus
 from PIL import Image
-from renderings import RENDERINGS, inside_and_covering, render_string, white_on_black_png
-from server_utils import wait_until
 
 from ocr_service import predictor as predictor_module
 from ocr_service.datasets import load_dataset, split_dataset
@@ -22,6 +19,14 @@ from ocr_service.image_errors import ImageError, NoInkError, TooManyCharactersEr
 from ocr_service.model_store import ArtifactSpec, load_model, save_model
 from ocr_service.predictor import REJECT, CharacterResult, Predictor
 from ocr_service.training import TrainConfig, train
+from ocr_testing.fuzz_corpus import seed_corpus
+from ocr_testing.renderings import (
+    RENDERINGS,
+    inside_and_covering,
+    render_string,
+    white_on_black_png,
+)
+from ocr_testing.server_utils import wait_until
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
-from renderings import RENDERINGS, black_on_white_jpeg, white_on_black_png
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.image_errors import (
@@ -20,6 +19,7 @@ from ocr_service.image_errors import (
     UnsupportedImageError,
 )
 from ocr_service.preprocess import crop_to_ink, decode_image, normalize_character, preprocess_bytes
+from ocr_testing.renderings import RENDERINGS, black_on_white_jpeg, white_on_black_png
 
 # Golden tolerance: mean absolute difference per pixel (values in [0, 1]) between the model
 # input of a rendering and the original MNIST array, allowing a one-pixel shift (centring

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from gradcheck import numerical_grad, relative_error
 
 from ocr_service.nn import network_from_config
 from ocr_service.nn.losses import SoftmaxCrossEntropy
 from ocr_service.nn.recurrent import FixedPointError, RecurrentNetwork
+from ocr_testing.gradcheck import numerical_grad, relative_error
 
 D, H, C, N = 5, 6, 3, 4
 

@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from server_utils import copy_model
-from writing import bars_folder
 
 from ocr_service import feedback as fb
 from ocr_service.model_store import load_model
 from ocr_service.retrain import REFUSED, main
+from ocr_testing.server_utils import copy_model
+from ocr_testing.writing import bars_folder
 
 
 @pytest.fixture

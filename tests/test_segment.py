@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from renderings import inside_and_covering, render_string
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.ink import ink_from_gray, ink_marks
 from ocr_service.preprocess import decode_image
 from ocr_service.segment import segment_ink
+from ocr_testing.renderings import inside_and_covering, render_string
 
 
 def _page(*rects: tuple[int, int, int, int], shape=(120, 400)) -> np.ndarray:

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from server_utils import REPO
 
 from ocr_service import serve
+from ocr_testing.server_utils import REPO
 
 
 @pytest.fixture

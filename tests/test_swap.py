@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import pytest
-from load_client import LoadGenerator
-from server_utils import REPO, digit_png, running_server, wait_until
 
 from ocr_service.model_store import load_model
+from ocr_testing.load_client import LoadGenerator
+from ocr_testing.server_utils import REPO, digit_png, running_server, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

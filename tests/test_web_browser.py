@@ -11,7 +11,8 @@ import os
 import re
 
 import pytest
-from server_utils import REPO, digit_png, running_server
+
+from ocr_testing.server_utils import REPO, digit_png, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

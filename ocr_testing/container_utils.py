@@ -21,9 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from server_utils import REPO, free_port, is_ready, wait_until
-
 from ocr_service.config import default_workers
+from ocr_testing.server_utils import REPO, free_port, is_ready, wait_until
 
 __all__ = [
     "IMAGE",
@@ -38,7 +37,7 @@ __all__ = [
     "running_container",
 ]
 
-ENGINE_CONF = Path(__file__).with_name("containers.conf")
+ENGINE_CONF = REPO / "tests" / "containers.conf"
 IMAGE = "localhost/ocr-service:test"
 _PACKAGES = "python3,python3-pip,python3-venv,python-is-python3"
 # The host files the base carries, so pip inside the build trusts and configures as the host's.
