@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from ocr_service.app import create_app
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.model_store import ArtifactSpec, save_model
 from ocr_service.training import TrainConfig, evaluate, train
+from ocr_testing.server_utils import copy_model
 
 
 def train_small_model(out: Path, model: str = "mlp", epochs: int = 25, **options) -> Path:
@@ -38,3 +40,20 @@ def train_small_model(out: Path, model: str = "mlp", epochs: int = 25, **options
 def small_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Base path (no suffix) of a real MLP trained on scikit-learn's digits."""
     return str(train_small_model(tmp_path_factory.mktemp("models") / "digits-mlp"))
+
+
+@pytest.fixture(scope="session")
+def make_client(small_model_path: str):
+    """``make_client(**settings)``: a Flask test client of the app serving the small model
+    (``model_path`` and any other setting may be overridden)."""
+
+    def make(**settings):
+        return create_app({"model_path": small_model_path, **settings}).test_client()
+
+    return make
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path, small_model_path: str) -> Path:
+    """A private copy of the small model that a test may overwrite or corrupt."""
+    return copy_model(small_model_path, tmp_path / "model")

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ocr_service.app import create_app
-from ocr_testing.server_utils import copy_model, digit_png
+from ocr_testing.server_utils import digit_png
 
 PNG = digit_png("1")
 TOKEN = "t0ken-for-tests"
@@ -16,14 +16,8 @@ CLASSES = [str(i) for i in range(10)]
 
 
 @pytest.fixture
-def model_copy(tmp_path, small_model_path):
-    """A private copy of the model that a test may overwrite or corrupt."""
-    return copy_model(small_model_path, tmp_path / "model")
-
-
-@pytest.fixture
-def client(model_copy):
-    return create_app({"model_path": str(model_copy), "admin_token": TOKEN}).test_client()
+def client(make_client, model_copy):
+    return make_client(model_path=str(model_copy), admin_token=TOKEN)
 
 
 def _assert_prediction(body, top_k=3):

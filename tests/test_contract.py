@@ -14,8 +14,6 @@ come in the query or the body, and OpenAPI cannot require one of the two).
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -23,6 +21,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
 from ocr_service.app import create_app
+from ocr_testing.server_utils import copy_model
 
 pytestmark = pytest.mark.slow
 
@@ -77,9 +76,7 @@ CONFIG = SchemathesisConfig.from_dict(
 def app(tmp_path_factory, small_model_path):
     """The app on a private copy of the model (the contract run calls the reload route),
     keeping corrections in a private folder."""
-    base = tmp_path_factory.mktemp("contract") / "model"
-    for suffix in (".npz", ".json"):
-        shutil.copy(small_model_path + suffix, str(base) + suffix)
+    base = copy_model(small_model_path, tmp_path_factory.mktemp("contract") / "model")
     return create_app({"model_path": str(base), "admin_token": TOKEN,
                        "feedback_dir": str(base.parent / "feedback")})
 

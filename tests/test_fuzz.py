@@ -88,8 +88,8 @@ def _check_answer(status: int, content_type: str, body: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def client(small_model_path):
-    return create_app({"model_path": small_model_path}).test_client()
+def client(make_client):
+    return make_client()
 
 
 def _post(client, query: str, headers: dict[str, str], body: bytes) -> float:

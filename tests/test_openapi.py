@@ -16,8 +16,8 @@ RAW = {"data": PNG, "content_type": "image/png"}
 
 
 @pytest.fixture(scope="module")
-def client(small_model_path):
-    return create_app({"model_path": small_model_path, "admin_token": TOKEN}).test_client()
+def client(make_client):
+    return make_client(admin_token=TOKEN)
 
 
 @pytest.fixture(scope="module")

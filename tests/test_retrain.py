@@ -8,13 +8,12 @@ import pytest
 from ocr_service import feedback as fb
 from ocr_service.model_store import load_model
 from ocr_service.retrain import REFUSED, main
-from ocr_testing.server_utils import copy_model
 from ocr_testing.writing import bars_folder
 
 
 @pytest.fixture
-def served(tmp_path, small_model_path):
-    return copy_model(small_model_path, tmp_path / "served")
+def served(model_copy):
+    return model_copy
 
 
 @pytest.fixture
