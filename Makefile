@@ -43,8 +43,8 @@ fonts:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(FONT_PACKAGES); }
 
-# podman & co. build and run the image (tests/test_dockerfile.py), haproxy fronts replicas
-# (tests/test_haproxy.py); the tests skip, saying why, where these cannot be installed
+# podman & co. build and run the image (tests/e2e/test_dockerfile.py), haproxy fronts replicas
+# (tests/e2e/test_haproxy.py); the tests skip, saying why, where these cannot be installed
 DEPLOY_TOOLS := podman buildah runc debootstrap haproxy
 deploy-deps:
 	@missing=; for tool in $(DEPLOY_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
@@ -56,7 +56,7 @@ deploy-deps:
 
 ## Re-take docs/screenshot.png (shown in the README) in headless Chromium
 screenshot: $(VENV)/.dev-installed browser-deps
-	OCR_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/test_web_browser.py
+	OCR_SCREENSHOT=docs/screenshot.png $(BIN)/python -m pytest -q tests/e2e/test_web_browser.py
 
 ## Re-train the shipped model models/default on mnist5k (bit-reproducible: one BLAS thread)
 model: $(VENV)/.dev-installed fonts

@@ -28,7 +28,7 @@ STACK_PIXELS = 1 << 18
 _BIN_CENTRES = np.arange(256) + 0.5
 
 # The rules of an ink map, named once for ``ink_marks`` and its stacked twin
-# ``_stack_marks``, which must agree bit for bit (tests/test_ink.py compares them). Plain
+# ``_stack_marks``, which must agree bit for bit (tests/unit/test_ink.py compares them). Plain
 # Python floats on purpose: against float32 pixels they compare in float32.
 #: Ink must stand out from the paper by this much (of the 0..1 range) at least.
 MIN_CONTRAST = 0.08

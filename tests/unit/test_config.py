@@ -2,11 +2,11 @@
 
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 
 from ocr_service.config import ConfigError, Settings, default_workers, load_settings
+from ocr_testing.server_utils import REPO
 
 
 def test_defaults_match_the_documented_values():
@@ -65,7 +65,7 @@ def test_unknown_override_is_refused():
 
 
 def test_readme_documents_every_setting_with_its_default():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     rows = dict(re.findall(r"^\| `(OCR_[A-Z_]+)` \| ([^|]+) \|", readme, flags=re.M))
     assert set(rows) == {"OCR_" + f.name.upper() for f in fields(Settings)}
     defaults = Settings()

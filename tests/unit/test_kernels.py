@@ -2,13 +2,13 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ocr_service.nn import optim
 from ocr_service.nn.optim import Adam
+from ocr_testing.server_utils import REPO
 
 pytest.importorskip("numba")
 
@@ -76,5 +76,5 @@ def test_serving_a_prediction_never_imports_numba():
         "print('numba' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                         check=True, timeout=120, cwd=REPO)
     assert out.stdout.strip() == "False"

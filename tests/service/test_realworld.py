@@ -6,15 +6,15 @@ test skips where the folder is absent (a clone elsewhere)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from ocr_service.app import create_app
 from ocr_service.cli import eval_main
 from ocr_service.image_eval import load_labelled_images
+from ocr_testing.server_utils import REPO
 
-REALWORLD = Path(__file__).resolve().parents[2] / "shared" / "realworld-dev"
+REALWORLD = REPO.parent / "shared" / "realworld-dev"
 #: The shipped model's share read right, less a margin for float rounding across machines:
 #: a change that reads fewer real captures fails here.
 FLOOR = 0.94
