@@ -6,17 +6,10 @@ import copy
 from typing import Any
 
 from . import __version__
+from . import options as reading
 from .config import Settings
 from .features import FEATURES
 from .nn import NETWORK_KINDS
-from .options import (
-    DEFAULT_INCLUDE_INPUT,
-    DEFAULT_SEGMENT,
-    DEFAULT_TOP_K,
-    INCLUDE_INPUT_VALUES,
-    MIN_TOP_K,
-    SEGMENT_MODES,
-)
 
 __all__ = ["build_spec"]
 
@@ -240,22 +233,24 @@ _BASE64 = (
 
 def _top_k(n_classes: int | None) -> dict[str, Any]:
     """``top_k``'s schema: 1..number of classes of the served model (if one is loaded)."""
-    return {"type": "integer", "minimum": MIN_TOP_K} | ({"maximum": n_classes} if n_classes else {})
+    return ({"type": "integer", "minimum": reading.MIN_TOP_K}
+            | ({"maximum": n_classes} if n_classes else {}))
 
 
 def _options(n_classes: int | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The prediction options as query parameters and as body properties."""
     properties = {
         "top_k": _top_k(n_classes),
-        "segment": {"type": "string", "enum": list(SEGMENT_MODES)},
-        "include_input": {"type": "string", "enum": list(INCLUDE_INPUT_VALUES)},
+        "segment": {"type": "string", "enum": list(reading.SEGMENT_MODES)},
+        "include_input": {"type": "string", "enum": list(reading.INCLUDE_INPUT_VALUES)},
     }
     parameters = [
-        _query("top_k", {**properties["top_k"], "default": DEFAULT_TOP_K},
+        _query("top_k", {**properties["top_k"], "default": reading.DEFAULT_TOP_K},
                "alternatives per character, 1..number of classes"),
-        _query("segment", {**properties["segment"], "default": DEFAULT_SEGMENT},
+        _query("segment", {**properties["segment"], "default": reading.DEFAULT_SEGMENT},
                "single: the whole image is one character; multi: split into characters"),
-        _query("include_input", {**properties["include_input"], "default": DEFAULT_INCLUDE_INPUT},
+        _query("include_input",
+               {**properties["include_input"], "default": reading.DEFAULT_INCLUDE_INPUT},
                "1: add each character's model input (the normalised image the model saw)"),
     ]  # fmt: skip
     return parameters, properties
