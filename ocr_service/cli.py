@@ -27,7 +27,7 @@ from .model_store import (
     save_model,
     strip_suffix,
 )
-from .nn import NETWORK_KINDS
+from .nn import MLP, NETWORK_KINDS
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .preprocess import SCHEMES
@@ -244,7 +244,7 @@ def _inherited(init: ModelArtifact | None) -> dict[str, Any]:
     training = init.metadata.get("training", {})
     config = training.get("config", {})
     dense = [layer["out"] for layer in init.metadata.get("layers", []) if "out" in layer]
-    hidden = config.get("hidden") or (dense[:-1] if init.kind == "mlp" else None)
+    hidden = config.get("hidden") or (dense[:-1] if init.kind == MLP.kind else None)
     return {
         "model": init.kind, "hidden": tuple(hidden) if hidden else None,
         "activation": config.get("activation"), "dropout": config.get("dropout"),

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .features import input_size, model_inputs
-from .nn import NETWORKS, Network, network_class
+from .nn import MLP, NETWORKS, Network, network_class
 from .nn.losses import SoftmaxCrossEntropy
 from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
@@ -54,7 +54,7 @@ DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 class TrainConfig:
     """Hyper-parameters of one training run (the ``ocr-train`` options and their defaults)."""
 
-    model: str = "mlp"
+    model: str = MLP.kind
     #: None: ``DEFAULT_HIDDEN`` of the kind
     hidden: tuple[int, ...] = None  # type: ignore[assignment]
     activation: str = "relu"
@@ -85,7 +85,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.hidden is None:
-            self.hidden = DEFAULT_HIDDEN.get(self.model, DEFAULT_HIDDEN["mlp"])
+            self.hidden = DEFAULT_HIDDEN.get(self.model, MLP.DEFAULT_HIDDEN)
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["adam"])
 
