@@ -106,6 +106,9 @@ _LOCAL_BACKGROUND_SIDE = 48
 #: The local level is found on a copy reduced to about this many pixels on its shorter side:
 #: lighting varies slowly, and the reduced copy makes its cost independent of the upload.
 _BACKGROUND_SIDE = 96
+#: A paper level changing by more than this between neighbouring pixels of the reduced copy
+#: has a sharp edge (a shadow's, a page's) that scaling up blurs: it is restored at full size.
+_SHARP_STEP = 0.05
 
 
 def _around(a: np.ndarray, extreme: np.ufunc) -> np.ndarray:
@@ -157,12 +160,11 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     h, w = x.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
-    # Without its single-pixel peaks of noise, but with the steps of shadow edges intact.
-    smooth = _around(_around(x, np.minimum), np.maximum)
     factor = max(1, min(h, w) // _BACKGROUND_SIDE)
-    small = smooth
     if factor > 1:
         small = np.asarray(Image.fromarray(x, mode="F").reduce(factor), dtype=np.float32)
+    else:
+        small = _denoised(x)
     size = 2 * (min(small.shape) // 6) + 1
     # Grown into the corners the square could not reach (a shadow's rounded end), under
     # the image with its thin strokes taken out, so that growth never runs along writing.
@@ -170,10 +172,21 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
                      settle=True)
     if factor == 1:
         return level
+    sharp = max(np.abs(np.diff(level, axis=0)).max(initial=0.0),
+                np.abs(np.diff(level, axis=1)).max(initial=0.0)) > _SHARP_STEP
     level = np.array(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR),
                      dtype=np.float32)
-    np.minimum(level, smooth, out=level)
-    return _rebuild(level, smooth, factor)
+    if not sharp:  # lighting that varies slowly: the scaled-up level is exact enough
+        return level
+    denoised = _denoised(x)
+    np.minimum(level, denoised, out=level)
+    return _rebuild(level, denoised, factor)
+
+
+def _denoised(x: np.ndarray) -> np.ndarray:
+    """``x`` without its single-pixel peaks of noise, with the steps of shadow edges intact
+    (a 3x3 grey opening)."""
+    return _around(_around(x, np.minimum), np.maximum)
 
 
 #: A printed line of ruled or squared paper runs straight across at least this share of the
