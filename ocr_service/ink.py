@@ -260,17 +260,24 @@ def _ruled_rows(lines: np.ndarray) -> np.ndarray:
 
 
 def _erase_ruling(x: np.ndarray) -> None:
-    """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on printed lines
-    running across it, the rows of ruled or squared paper: pass ``x.T`` for the columns.
+    """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on the printed
+    lines of ruled or squared paper, rows and columns."""
+    sigma = 1.4826 * _quantiles(np.abs(x[::2, ::2]), 0.5)[0]
+    # Faint print counts too: noise adds a little to every row, a line a lot to one.
+    mask = x > max(2.5 * sigma, 0.02)
+    _erase_lines(x, mask)
+    _erase_lines(x.T, mask.T)
+
+
+def _erase_lines(x: np.ndarray, mask: np.ndarray) -> None:
+    """``_erase_ruling`` of the rows of ``x`` (H, W), whose ink is ``mask`` (H, W); pass
+    the transposes for the columns. Erased pixels leave ``mask`` too.
 
     A line is a row, sheared by the page's tilt, with ink along ``_RULE_SPAN`` of its
     width; only two or more of them make ruling. Where a stroke crosses a line (ink just
     above and below it), the line's pixels are kept, so the stroke is not cut.
     """
     h, w = x.shape
-    sigma = 1.4826 * _quantiles(np.abs(x), 0.5)[0]
-    # Faint print counts too: noise adds a little to every row, a line a lot to one.
-    mask = x > max(2.5 * sigma, 0.02)
     ys, xs = np.nonzero(mask)
     if ys.size < 2 * _RULE_SPAN * w:
         return
@@ -303,7 +310,9 @@ def _erase_ruling(x: np.ndarray) -> None:
     strokes = mask & ~on_line
     crossing = _shifted_any(strokes, _CROSSING_REACH, down=False)
     crossing &= _shifted_any(strokes, _CROSSING_REACH, down=True)
-    x[on_line & ~crossing] = 0.0
+    erased = on_line & ~crossing
+    x[erased] = 0.0
+    mask &= ~erased
 
 
 #: Paper this dark (its brightness, 0..1) or darker has its ink contrast scaled up as if
@@ -325,7 +334,6 @@ def _writing(x: np.ndarray, median: np.float32, dark_ink: bool) -> np.ndarray:
         if dark_ink:
             out /= np.maximum(np.float32(1.0) - level, np.float32(_DARKEST_PAPER))
         _erase_ruling(out)
-        _erase_ruling(out.T)
     return out
 
 
