@@ -443,6 +443,10 @@ def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
     labels[dropped] = 0
 
 
+#: Writing stands out from the paper's noise by at least this many noise levels (sigma);
+#: less is a blank page, noise or a texture.
+_INK_SIGMAS = 6.0
+
 _NO_WRITING = "no ink found: the image has no visible writing"
 _BLANK = "no ink found: the image looks blank or like noise"
 _ONLY_SPECKS = "no ink found: only specks"
@@ -496,7 +500,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = 0.08) -> InkMarks:
     sigma = max(1.4826 * _quantiles(np.abs(paper_values), 0.5)[0], 0.004)
     strong = x > max(otsu, 4.0 * sigma)
     ink_level = _quantiles(x[strong], 0.75)[0] if strong.any() else 0.0
-    if ink_level < min_contrast or ink_level < 8.0 * sigma:
+    if ink_level < min_contrast or ink_level < _INK_SIGMAS * sigma:
         raise NoInkError(_BLANK)
 
     weak = x > max(4.0 * sigma, 0.02)
@@ -582,7 +586,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     sigma = np.maximum(1.4826 * _row_quantiles(np.abs(flat), paper_class, 0.5), 0.004)
     strong = flat > np.maximum(otsu, 4.0 * sigma).astype(np.float32)[:, None]
     ink_level = _row_quantiles(flat, strong, 0.75)
-    blank = no_ink | (ink_level < min_contrast) | (ink_level < 8.0 * sigma)
+    blank = no_ink | (ink_level < min_contrast) | (ink_level < _INK_SIGMAS * sigma)
 
     weak = flat > np.maximum(4.0 * sigma, 0.02).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
