@@ -42,8 +42,9 @@ _MIN_SIGMA = 0.004
 _STRONG_SIGMAS = 4.0
 #: The ink level is this quantile of the strong ink ...
 _INK_QUANTILE = 0.75
-#: ... and the image is blank when it is under this many noise levels (or the contrast).
-_BLANK_SIGMAS = 8.0
+#: ... and writing stands out from the paper's noise by at least this many noise levels
+#: (sigma); less is a blank page, noise or a texture (or under the minimum contrast).
+_INK_SIGMAS = 6.0
 #: Weak ink, what marks are made of, lies above this many noise levels and this level.
 _WEAK_SIGMAS = 4.0
 _WEAK_FLOOR = 0.02
@@ -133,6 +134,9 @@ _LOCAL_BACKGROUND_SIDE = 48
 #: The local level is found on a copy reduced to about this many pixels on its shorter side:
 #: lighting varies slowly, and the reduced copy makes its cost independent of the upload.
 _BACKGROUND_SIDE = 96
+#: A paper level changing by more than this between neighbouring pixels of the reduced copy
+#: has a sharp edge (a shadow's, a page's) that scaling up blurs: it is restored at full size.
+_SHARP_STEP = 0.05
 
 
 def _around(a: np.ndarray, extreme: np.ufunc) -> np.ndarray:
@@ -184,12 +188,11 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     h, w = x.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
-    # Without its single-pixel peaks of noise, but with the steps of shadow edges intact.
-    smooth = _around(_around(x, np.minimum), np.maximum)
     factor = max(1, min(h, w) // _BACKGROUND_SIDE)
-    small = smooth
     if factor > 1:
         small = np.asarray(Image.fromarray(x, mode="F").reduce(factor), dtype=np.float32)
+    else:
+        small = _denoised(x)
     size = 2 * (min(small.shape) // 6) + 1
     # Grown into the corners the square could not reach (a shadow's rounded end), under
     # the image with its thin strokes taken out, so that growth never runs along writing.
@@ -197,10 +200,21 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
                      settle=True)
     if factor == 1:
         return level
+    sharp = max(np.abs(np.diff(level, axis=0)).max(initial=0.0),
+                np.abs(np.diff(level, axis=1)).max(initial=0.0)) > _SHARP_STEP
     level = np.array(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR),
                      dtype=np.float32)
-    np.minimum(level, smooth, out=level)
-    return _rebuild(level, smooth, factor)
+    if not sharp:  # lighting that varies slowly: the scaled-up level is exact enough
+        return level
+    denoised = _denoised(x)
+    np.minimum(level, denoised, out=level)
+    return _rebuild(level, denoised, factor)
+
+
+def _denoised(x: np.ndarray) -> np.ndarray:
+    """``x`` without its single-pixel peaks of noise, with the steps of shadow edges intact
+    (a 3x3 grey opening)."""
+    return _around(_around(x, np.minimum), np.maximum)
 
 
 #: A printed line of ruled or squared paper runs straight across at least this share of the
@@ -274,17 +288,24 @@ def _ruled_rows(lines: np.ndarray) -> np.ndarray:
 
 
 def _erase_ruling(x: np.ndarray) -> None:
-    """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on printed lines
-    running across it, the rows of ruled or squared paper: pass ``x.T`` for the columns.
+    """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on the printed
+    lines of ruled or squared paper, rows and columns."""
+    sigma = _MAD_TO_SIGMA * _quantiles(np.abs(x[::2, ::2]), 0.5)[0]
+    # Faint print counts too: noise adds a little to every row, a line a lot to one.
+    mask = x > max(2.5 * sigma, 0.02)
+    _erase_lines(x, mask)
+    _erase_lines(x.T, mask.T)
+
+
+def _erase_lines(x: np.ndarray, mask: np.ndarray) -> None:
+    """``_erase_ruling`` of the rows of ``x`` (H, W), whose ink is ``mask`` (H, W); pass
+    the transposes for the columns. Erased pixels leave ``mask`` too.
 
     A line is a row, sheared by the page's tilt, with ink along ``_RULE_SPAN`` of its
     width; only two or more of them make ruling. Where a stroke crosses a line (ink just
     above and below it), the line's pixels are kept, so the stroke is not cut.
     """
     h, w = x.shape
-    sigma = _MAD_TO_SIGMA * _quantiles(np.abs(x), 0.5)[0]
-    # Faint print counts too: noise adds a little to every row, a line a lot to one.
-    mask = x > max(2.5 * sigma, 0.02)
     ys, xs = np.nonzero(mask)
     if ys.size < 2 * _RULE_SPAN * w:
         return
@@ -317,7 +338,9 @@ def _erase_ruling(x: np.ndarray) -> None:
     strokes = mask & ~on_line
     crossing = _shifted_any(strokes, _CROSSING_REACH, down=False)
     crossing &= _shifted_any(strokes, _CROSSING_REACH, down=True)
-    x[on_line & ~crossing] = 0.0
+    erased = on_line & ~crossing
+    x[erased] = 0.0
+    mask &= ~erased
 
 
 #: Paper this dark (its brightness, 0..1) or darker has its ink contrast scaled up as if
@@ -339,7 +362,6 @@ def _writing(x: np.ndarray, median: np.float32, dark_ink: bool) -> np.ndarray:
         if dark_ink:
             out /= np.maximum(np.float32(1.0) - level, np.float32(_DARKEST_PAPER))
         _erase_ruling(out)
-        _erase_ruling(out.T)
     return out
 
 
@@ -502,7 +524,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     sigma = max(_MAD_TO_SIGMA * _quantiles(np.abs(paper_values), 0.5)[0], _MIN_SIGMA)
     strong = x > max(otsu, _STRONG_SIGMAS * sigma)
     ink_level = _quantiles(x[strong], _INK_QUANTILE)[0] if strong.any() else 0.0
-    if ink_level < min_contrast or ink_level < _BLANK_SIGMAS * sigma:
+    if ink_level < min_contrast or ink_level < _INK_SIGMAS * sigma:
         raise NoInkError(_BLANK)
 
     weak = x > max(_WEAK_SIGMAS * sigma, _WEAK_FLOOR)
@@ -613,7 +635,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
                        _MIN_SIGMA)
     strong = flat > np.maximum(otsu, _STRONG_SIGMAS * sigma).astype(np.float32)[:, None]
     ink_level = _row_quantiles(flat, strong, _INK_QUANTILE)
-    blank = no_ink | (ink_level < min_contrast) | (ink_level < _BLANK_SIGMAS * sigma)
+    blank = no_ink | (ink_level < min_contrast) | (ink_level < _INK_SIGMAS * sigma)
 
     weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]

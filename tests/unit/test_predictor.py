@@ -22,8 +22,10 @@ from ocr_service.training import TrainConfig, train
 from ocr_testing.fuzz_corpus import seed_corpus
 from ocr_testing.renderings import (
     RENDERINGS,
+    grid_paper_photo,
     inside_and_covering,
     render_string,
+    render_wobbly,
     white_on_black_png,
 )
 from ocr_testing.server_utils import wait_until
@@ -101,6 +103,21 @@ def test_lines_are_joined_with_newlines(predictor, confident):
     assert text == "".join(map(str, labels[:3])) + "\n" + "".join(map(str, labels[3:5]))
 
 
+def test_a_page_of_three_wobbling_rows_is_read_row_by_row(predictor, confident):
+    images, labels = confident
+    rng = np.random.default_rng(5)
+    rows = [np.asarray(Image.open(io.BytesIO(render_wobbly(images[i : i + 4], rng).data)))
+            for i in (0, 4, 8)]
+    width = max(row.shape[1] for row in rows)
+    page = np.full((sum(row.shape[0] + 12 for row in rows), width), 255, np.uint8)
+    top = 6
+    for row in rows:
+        page[top : top + row.shape[0], : row.shape[1]] = row
+        top += row.shape[0] + 12  # a band of paper between the rows
+    text = predictor.predict_bytes(_encode(Image.fromarray(page), "PNG")).text
+    assert text == "\n".join("".join(map(str, labels[i : i + 4])) for i in (0, 4, 8))
+
+
 def test_single_mode_reads_everything_as_one_character(predictor, confident):
     images, _ = confident
     rendered = render_string(images[:3], np.random.default_rng(3), touching=0.0)
@@ -118,9 +135,14 @@ def test_blank_pages_and_noise_never_give_a_confident_digit(predictor):
         np.clip(rng.normal(200, 25, (240, 320)), 0, 255).astype(np.uint8),
         (np.linspace(60, 230, 500)[None, :] + rng.normal(0, 3, (400, 500))).astype(np.uint8),
     ]
-    for array in uploads:
+    yy, xx = np.mgrid[0:300, 0:400]
+    grain = 125 + 25 * np.sin(xx / 6.0 + 3 * np.sin(yy / 45.0)) + rng.normal(0, 6, (300, 400))
+    uploads.append(np.clip(grain, 0, 255).astype(np.uint8))  # a photo of a wooden desk
+    sheets = [_encode(Image.fromarray(array), "JPEG") for array in uploads]
+    sheets += [grid_paper_photo(np.zeros((28, 28), np.float32), rng) for _ in range(3)]
+    for data in sheets:
         try:
-            result = predictor.predict_bytes(_encode(Image.fromarray(array), "JPEG"))
+            result = predictor.predict_bytes(data)
         except NoInkError:
             continue
         assert set(result.text) <= {REJECT}
