@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "RENDERINGS", "DigitString", "inside_and_covering", "render_string", "render_wobbly"]
+    "CAPTURES", "RENDERINGS", "DigitString", "grid_paper_photo", "inside_and_covering",
+    "render_string", "render_wobbly"]
 
 Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
 
@@ -82,6 +83,31 @@ def _grid(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(turned, dtype=np.float32)[top : top + height, left : left + width]
 
 
+def _write(page: np.ndarray, digit: np.ndarray, rng: np.random.Generator,
+           ink: tuple[float, float, float], size: int, texture: float = 0.0) -> np.ndarray:
+    """``page`` (H, W, 3 float 0..255) with ``digit`` written in colour ``ink`` at ``size``
+    px somewhere inside; ``texture`` takes up to that share of each stroke pixel away."""
+    h, w = page.shape[:2]
+    y, x = int(rng.integers(5, h - size - 5)), int(rng.integers(5, w - size - 5))
+    alpha = _upscale(digit, size)[..., None]
+    if texture:
+        alpha = alpha * rng.uniform(1.0 - texture, 1.0, alpha.shape)
+    region = page[y : y + size, x : x + size]
+    page[y : y + size, x : x + size] = region * (1.0 - alpha) + np.array(ink) * alpha
+    return page
+
+
+def _lit(colour: tuple[float, float, float], height: int, width: int,
+         rng: np.random.Generator, noise: float) -> np.ndarray:
+    """A surface of ``colour`` under light falling off to one side, with sensor noise."""
+    ramp = np.linspace(1.0, rng.uniform(0.8, 0.95), width)[None, :, None]
+    return np.array(colour) * ramp + rng.normal(0.0, noise, (height, width, 1))
+
+
+def _jpeg(page: np.ndarray) -> bytes:
+    return _encode(Image.fromarray(_u8(page / 255.0), mode="RGB"), "JPEG", quality=88)
+
+
 def grid_paper_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """Blue ink on squared paper (light blue-grey grid), 480x360 RGB JPEG; an empty ``digit``
     (all zeros) gives the blank page."""
@@ -89,13 +115,50 @@ def grid_paper_photo(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     page = _paper(h, w, rng)
     grid = _grid(h, w, rng)[..., None] * rng.uniform(0.5, 0.9)
     page = page * (1.0 - grid) + np.array([120.0, 150.0, 190.0]) * grid
-    size = int(rng.integers(110, 170))
-    y, x = int(rng.integers(5, h - size - 5)), int(rng.integers(5, w - size - 5))
-    alpha = _upscale(digit, size)[..., None]
-    region = page[y : y + size, x : x + size]
-    ink = np.array([25.0, 40.0, 150.0])
-    page[y : y + size, x : x + size] = region * (1.0 - alpha) + ink * alpha
-    return _encode(Image.fromarray(_u8(page / 255.0), mode="RGB"), "JPEG", quality=90)
+    return _jpeg(_write(page, digit, rng, (25.0, 40.0, 150.0), int(rng.integers(110, 170))))
+
+
+def chalk_board(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Grainy chalk on a dark green board, 480x360 RGB JPEG."""
+    page = _lit((55.0, 70.0, 60.0), 360, 480, rng, 8.0)
+    return _jpeg(_write(page, digit, rng, (215.0, 215.0, 205.0), int(rng.integers(110, 170)),
+                        texture=0.5))
+
+
+def sticky_note(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A yellow sticky note on a white desk, written on in black, 640x480 RGB JPEG."""
+    page = _lit((235.0, 235.0, 235.0), 480, 640, rng, 4.0)
+    note = _lit((250.0, 225.0, 105.0), 360, 400, rng, 4.0)
+    page[60:420, 120:520] = _write(note, digit, rng, (30.0, 30.0, 40.0),
+                                   int(rng.integers(120, 200)))
+    return _jpeg(page)
+
+
+def beige_ballpoint(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Faint grey-blue ballpoint on beige paper, 480x360 RGB JPEG."""
+    page = _lit((222.0, 208.0, 180.0), 360, 480, rng, 6.0)
+    return _jpeg(_write(page, digit, rng, (140.0, 135.0, 160.0), int(rng.integers(90, 150))))
+
+
+def hand_shadow(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Dark blue ink on white paper, half in the soft-edged shadow of a hand (the shadow
+    halves the light), 640x480 RGB JPEG."""
+    page = _write(_lit((235.0, 232.0, 225.0), 480, 640, rng, 5.0), digit, rng,
+                  (30.0, 30.0, 60.0), int(rng.integers(110, 170)))
+    yy, xx = np.mgrid[0:480, 0:640]
+    cx, cy, radius = rng.uniform(0, 640), rng.uniform(300, 700), rng.uniform(200, 350)
+    edge = np.clip(np.hypot(xx - cx, yy - cy) - radius, 0.0, 20.0) / 20.0
+    return _jpeg(page * (0.45 + 0.55 * edge)[..., None])
+
+
+#: Photographed captures harder than RENDERINGS, measured by scripts/eval_renderings.py.
+CAPTURES: dict[str, Rendering] = {
+    "grid_paper_photo": grid_paper_photo,
+    "chalk_board": chalk_board,
+    "sticky_note": sticky_note,
+    "beige_ballpoint": beige_ballpoint,
+    "hand_shadow": hand_shadow,
+}
 
 
 def rgba_canvas(digit: np.ndarray, rng: np.random.Generator) -> bytes:

@@ -1,7 +1,8 @@
 """Accuracy of a model on held-out MNIST digits uploaded the way users upload them.
 
-The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered the five ways
-of ``tests/renderings.py`` and on squared paper, and sent through ``Predictor.predict_bytes``
+The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered the ways of
+``ocr_testing/renderings.py`` (uploads, then harder photographed captures: squared paper, chalk,
+a sticky note, faint ballpoint, a hand's shadow), and sent through ``Predictor.predict_bytes``
 exactly as the API does; then strings of 4-6 held-out digits are read, apart, with a fifth
 of the gaps closed until the digits touch, and in a row whose baseline wobbles. Prints a
 Markdown table.
@@ -27,9 +28,9 @@ from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
 from ocr_service.image_errors import ImageError  # noqa: E402
 from ocr_service.predictor import REJECT, Predictor  # noqa: E402
 from ocr_testing.renderings import (  # noqa: E402
+    CAPTURES,
     RENDERINGS,
     DigitString,
-    grid_paper_photo,
     render_string,
     render_wobbly,
 )
@@ -50,7 +51,7 @@ def evaluate_renderings(
 ) -> list[tuple[str, float, float, float]]:
     """Per rendering: (name, accuracy, reject rate, median ms)."""
     rows = []
-    for name, render in {**RENDERINGS, "grid_paper_photo": grid_paper_photo}.items():
+    for name, render in {**RENDERINGS, **CAPTURES}.items():
         rng = np.random.default_rng(seed)
         correct = rejected = 0
         times = []
