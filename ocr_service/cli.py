@@ -2,6 +2,9 @@
 
 Every user error (bad option value, unreadable data, unloadable model) is one line on
 stderr and exit code 2; nothing is written unless the command succeeds.
+
+Each command imports what it uses when it runs (the training loop, the image stack, the
+report's plots), so that a command starts at once: users wait for the whole process.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -21,9 +24,10 @@ from .features import FEATURES, model_inputs
 from .mixing import Mixed, SourceSpec, parse_source
 from .model_store import ModelArtifact, ModelError, load_model, save_model, strip_suffix
 from .nn.layers import ACTIVATIONS
-from .preprocess import SCHEMES
-from .segment import MODES as SEGMENT_MODES
-from .training import TrainConfig, evaluate, predict_in_batches, train
+from .schemes import SCHEMES
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 TEST_FRACTION = 0.2
 
@@ -166,6 +170,8 @@ def _check_writable(out: Path) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from .training import TrainConfig
+
     p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
     _add_dataset_args(p, required=True, several=True)
     d = TrainConfig()
@@ -235,6 +241,8 @@ def _inherited(init: ModelArtifact | None) -> dict[str, Any]:
 
 
 def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -> TrainConfig:
+    from .training import TrainConfig
+
     defaults = TrainConfig()
     base = _inherited(init)
 
@@ -274,6 +282,8 @@ def _check_init(init: ModelArtifact, config: TrainConfig, data: Mixed) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
+    from .training import evaluate, train
+
     out = strip_suffix(args.out)
     _check_writable(out)
     specs = _sources(args)
@@ -429,6 +439,7 @@ def _run_eval_images(args: argparse.Namespace) -> None:
 
 def _run_eval(args: argparse.Namespace) -> None:
     from .report import classification_metrics, format_metrics
+    from .training import predict_in_batches
 
     if (args.dataset is None) == (args.images is None):
         raise UsageError("give either --dataset or --images")
@@ -472,6 +483,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
 
 def predict_parser() -> argparse.ArgumentParser:
+    from .segment import MODES as SEGMENT_MODES  # ocr-predict loads the image stack anyway
+
     p = _Parser(prog="ocr-predict", description="Read the handwriting in image files.")
     p.add_argument("--model", type=Path, default=None, help="artifact path (default: shipped)")
     p.add_argument("--json", action="store_true", help="one JSON object per image")

@@ -32,7 +32,7 @@ import numpy as np
 
 from .features import input_size
 from .nn import network_from_config
-from .preprocess import SCHEMES
+from .schemes import SCHEMES
 
 __all__ = [
     "FORMATS",

@@ -25,6 +25,7 @@ from .image_errors import (
     UnsupportedImageError,
 )
 from .ink import ink_from_gray
+from .schemes import SCHEMES
 
 __all__ = [
     "SCHEMES",
@@ -37,7 +38,6 @@ __all__ = [
 
 DEFAULT_MAX_PIXELS = Settings.max_pixels  # one default for the library and the service
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
-SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
 #: Uploads are analysed at about this many pixels: a phone photo at full resolution costs
 #: ~10x the time and segments no better.
 ANALYSIS_PIXELS = 1_000_000
