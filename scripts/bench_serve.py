@@ -31,7 +31,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -152,12 +151,11 @@ def started(cmd: list[str], env: dict[str, str], port: int, ready_path: str,
             time.sleep(0.1)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
+        process.terminate()  # SIGTERM: gunicorn's graceful stop
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()  # only if it is still running: a reaped process is not signalled
+        process.wait()
 
 
 @contextlib.contextmanager
