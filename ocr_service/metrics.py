@@ -105,6 +105,8 @@ class Metrics:
         #: labelled series up costs more than counting in it (routes, methods and statuses
         #: are bounded sets, so is this)
         self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        #: predicted class -> its counter (the model's classes and "?")
+        self._prediction_series: dict[str, Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         series = self._request_series.get((route, method, status))
@@ -117,7 +119,10 @@ class Metrics:
 
     def count_predictions(self, chars: Iterable[str]) -> None:
         for char in chars:
-            self.predictions.labels(char).inc()
+            series = self._prediction_series.get(char)
+            if series is None:
+                series = self._prediction_series[char] = self.predictions.labels(char)
+            series.inc()
 
     def count_corrections(self, pairs: Iterable[tuple[str, str]]) -> None:
         """One count per stored character: ``(true class, read class)``."""
