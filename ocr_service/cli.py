@@ -2,6 +2,9 @@
 
 Every user error (bad option value, unreadable data, unloadable model) is one line on
 stderr and exit code 2; nothing is written unless the command succeeds.
+
+Each command imports what it uses when it runs (the training loop, the image stack, the
+report's plots), so that a command starts at once: users wait for the whole process.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -30,17 +33,10 @@ from .model_store import (
 from .nn import MLP, NETWORK_KINDS
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
-from .preprocess import SCHEMES
-from .training import (
-    CALIBRATION_RULE,
-    DEFAULT_HIDDEN,
-    DEFAULT_LR,
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    predict_in_batches,
-    train,
-)
+from .schemes import SCHEMES
+
+if TYPE_CHECKING:  # the training code loads only for the commands that train
+    from .training import TrainConfig, TrainResult
 
 TEST_FRACTION = 0.2
 
@@ -183,6 +179,8 @@ def _check_writable(out: Path) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
+    from .training import DEFAULT_HIDDEN, DEFAULT_LR, TrainConfig
+
     p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
     _add_dataset_args(p, required=True, several=True)
     d = TrainConfig()
@@ -254,6 +252,8 @@ def _inherited(init: ModelArtifact | None) -> dict[str, Any]:
 
 
 def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -> TrainConfig:
+    from .training import TrainConfig
+
     defaults = TrainConfig()
     base = _inherited(init)
 
@@ -290,6 +290,8 @@ def _check_init(init: ModelArtifact, config: TrainConfig, data: Mixed) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> None:
+    from .training import train
+
     out = strip_suffix(args.out)
     _check_writable(out)
     specs = _sources(args)
@@ -341,6 +343,8 @@ def _test_scores(
     result: TrainResult, data: Mixed, config: TrainConfig
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float], int]:
     """Held-out scores per source and over all of them, and the number of test images."""
+    from .training import evaluate
+
     def score(images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return evaluate(result.network, images, labels, n_classes=len(data.classes),
                         features=config.features)
@@ -359,6 +363,8 @@ def _artifact_spec(
     test: dict[str, float], test_size: int,
 ) -> ArtifactSpec:
     """What ``ocr-train`` records of the run in the artifact."""
+    from .training import CALIBRATION_RULE
+
     shape = data.train[0].shape[1:]
     return ArtifactSpec(
         name=args.name or out.name, classes=data.classes, non_character=config.negatives > 0,
@@ -462,6 +468,7 @@ def _run_eval_images(args: argparse.Namespace) -> None:
 
 def _run_eval(args: argparse.Namespace) -> None:
     from .report import classification_metrics, format_metrics
+    from .training import predict_in_batches
 
     if (args.dataset is None) == (args.images is None):
         raise UsageError("give either --dataset or --images")

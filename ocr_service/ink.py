@@ -78,6 +78,16 @@ def _quantiles(values: np.ndarray, *qs: float) -> list[float]:
     return [float(part[k]) for k in ks]
 
 
+def _magnitude_median(x: np.ndarray) -> float:
+    """``_quantiles(np.abs(x), 0.5)[0]``, without a partition when more than half of
+    ``x`` is exactly 0, as a clean canvas's paper is: the median is 0 then."""
+    flat = np.abs(_sample(x.ravel()))
+    k = _rank(0.5, flat.size)
+    if flat.size - np.count_nonzero(flat) > k:
+        return 0.0
+    return float(np.partition(flat, k)[k])
+
+
 #: Images of up to this many pixels are small: per numpy call, the fixed cost outweighs the
 #: work, so a stack of them is handled in whole-stack calls (one sort of every row in
 #: ``_row_quantiles``, one labelling call in ``_label``); larger ones image by image.
@@ -290,7 +300,7 @@ def _ruled_rows(lines: np.ndarray) -> np.ndarray:
 def _erase_ruling(x: np.ndarray) -> None:
     """Set to 0 (paper) the pixels of ``x`` (H, W; ink high, paper near 0) on the printed
     lines of ruled or squared paper, rows and columns."""
-    sigma = _MAD_TO_SIGMA * _quantiles(np.abs(x[::2, ::2]), 0.5)[0]
+    sigma = _MAD_TO_SIGMA * _magnitude_median(x[::2, ::2])
     # Faint print counts too: noise adds a little to every row, a line a lot to one.
     mask = x > max(2.5 * sigma, 0.02)
     _erase_lines(x, mask)
@@ -521,7 +531,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     otsu = _otsu(x[x > 0], top)
     # Robust noise level (MAD) of the paper class, floored so clean synthetic images work.
     paper_values = x[x <= otsu]
-    sigma = max(_MAD_TO_SIGMA * _quantiles(np.abs(paper_values), 0.5)[0], _MIN_SIGMA)
+    sigma = max(_MAD_TO_SIGMA * _magnitude_median(paper_values), _MIN_SIGMA)
     strong = x > max(otsu, _STRONG_SIGMAS * sigma)
     ink_level = _quantiles(x[strong], _INK_QUANTILE)[0] if strong.any() else 0.0
     if ink_level < min_contrast or ink_level < _INK_SIGMAS * sigma:
@@ -531,11 +541,12 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     labels, n = ndimage.label(weak, structure=_EIGHT)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
-    strong_area[_frames(labels, n, strong)] = 0
     floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * gray.size)
-    outline = _outlines(labels, strong_area)
-    if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
-        strong_area[outline] = 0
+    if n > 1:  # a frame or outline counts only beside other ink
+        strong_area[_frames(labels, n, strong)] = 0
+        outline = _outlines(labels, strong_area)
+        if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
+            strong_area[outline] = 0
     min_area = max(floor, _MIN_MARK_OF_LARGEST * strong_area.max())
     keep = strong_area >= min_area
     if not keep.any():

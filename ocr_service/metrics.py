@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -100,15 +101,28 @@ class Metrics:
             registry=reg,
         )
         self._model_labels: tuple[str, str, str, str] | None = None
+        #: (route, method, status) -> its request counter and latency histogram: looking a
+        #: labelled series up costs more than counting in it (routes, methods and statuses
+        #: are bounded sets, so is this)
+        self._request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        #: predicted class -> its counter (the model's classes and "?")
+        self._prediction_series: dict[str, Any] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.requests.labels(route, method, code).inc()
-        self.latency.labels(route, code).observe(seconds)
+        series = self._request_series.get((route, method, status))
+        if series is None:
+            code = str(status)
+            series = (self.requests.labels(route, method, code), self.latency.labels(route, code))
+            self._request_series[(route, method, status)] = series
+        series[0].inc()
+        series[1].observe(seconds)
 
     def count_predictions(self, chars: Iterable[str]) -> None:
         for char in chars:
-            self.predictions.labels(char).inc()
+            series = self._prediction_series.get(char)
+            if series is None:
+                series = self._prediction_series[char] = self.predictions.labels(char)
+            series.inc()
 
     def count_corrections(self, pairs: Iterable[tuple[str, str]]) -> None:
         """One count per stored character: ``(true class, read class)``."""

@@ -34,7 +34,7 @@ import numpy as np
 from .config import env_setting
 from .features import input_size
 from .nn import Network, network_from_config
-from .preprocess import SCHEMES
+from .schemes import SCHEMES
 
 __all__ = [
     "COMPUTED_FIELDS",

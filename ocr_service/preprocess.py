@@ -25,6 +25,7 @@ from .image_errors import (
 )
 from .ink import ink_from_gray
 from .options import DEFAULT_MAX_PIXELS
+from .schemes import SCHEMES
 
 __all__ = [
     "SCHEMES",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
-SCHEMES = {"mnist": (28, 28), "optdigits": (8, 8)}
 #: Uploads are analysed at about this many pixels: a phone photo at full resolution costs
 #: many times the time and segments no better.
 ANALYSIS_PIXELS = 1_000_000

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
-    "CAPTURES", "RENDERINGS", "DigitString", "grid_paper_photo", "inside_and_covering",
+    "CAPTURES", "RENDERINGS", "DigitString", "drawn_seven", "grid_paper_photo",
+    "inside_and_covering",
     "render_string", "render_wobbly"]
 
 Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
@@ -198,6 +199,18 @@ class DigitString:
 
     data: bytes
     boxes: list[tuple[int, int, int, int]]  # (x, y, w, h) of each digit's ink, left to right
+
+
+def drawn_seven(size: int = 28, mode: str = "L") -> bytes:
+    """A black-on-white "7" of ``size`` pixels, PNG: 28x28 grayscale as a user's small upload
+    would be; 280x280 "RGBA" as the drawing page sends its opaque canvas."""
+    from PIL import ImageDraw
+
+    img = Image.new(mode, (size, size), "white")
+    corners = [(7, 6), (21, 6), (12, 23)]
+    ImageDraw.Draw(img).line([(x * size // 28, y * size // 28) for x, y in corners],
+                             fill="black", width=3 * size // 28)
+    return _encode(img, "PNG")
 
 
 def render_string(

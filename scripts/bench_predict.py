@@ -1,5 +1,7 @@
 """Median in-process time to read one 28x28 PNG upload: decode, preprocess, segment, predict.
 
+Also the ink map and the whole reading of a 280x280 drawing-page canvas (an opaque RGBA PNG).
+
 Also the cost per upload of ``Predictor.predict_many`` over a batch of 64 (what
 ``/v1/predict/batch`` calls), and the mean wall and CPU time per upload while two threads
 call ``predict_bytes`` at once (as a worker's request threads do), taking turns as the
@@ -34,7 +36,7 @@ from ocr_service.ink import ink_from_gray, ink_marks_many  # noqa: E402
 from ocr_service.predictor import Predictor  # noqa: E402
 from ocr_service.preprocess import decode_image, normalize_character  # noqa: E402
 from ocr_service.segment import segment_ink  # noqa: E402
-from ocr_testing.renderings import white_on_black_png  # noqa: E402
+from ocr_testing.renderings import drawn_seven, white_on_black_png  # noqa: E402
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"
@@ -102,6 +104,8 @@ def main() -> None:
     inputs = [model_inputs(c, predictor.artifact.features) for c in characters]
     segments = [segment_ink(i) for i in inks]
     network = predictor.artifact.network
+    canvases = [drawn_seven(280, "RGBA")]
+    canvas_grays = [decode_image(c) for c in canvases]
     batches = [uploads[i : i + BATCH] for i in range(0, len(uploads) - BATCH + 1, BATCH)]
     steps = {
         "decode (Pillow)": (decode_image, uploads),
@@ -113,6 +117,8 @@ def main() -> None:
             (lambda c: model_inputs(c, predictor.artifact.features), characters),
         "network": (network.predict_proba_with_stats, inputs),
         "total: predict_bytes": (predictor.predict_bytes, uploads),
+        "280x280 canvas: ink map": (ink_from_gray, canvas_grays),
+        "280x280 canvas: total predict_bytes": (predictor.predict_bytes, canvases),
     }
     threaded = (row for pair in THREADED_ROWS.values() for row in pair)
     rows = [*steps, INK_BATCH_ROW, BATCH_ROW, *threaded]
@@ -122,7 +128,8 @@ def main() -> None:
             predictor.predict_bytes(u)
         for _ in range(args.rounds):
             for name, (fn, items) in steps.items():
-                times[name].append(_median_ms(fn, items, args.repeat))
+                repeat = args.repeat if len(items) > 1 else max(20, args.repeat // 10)
+                times[name].append(_median_ms(fn, items, repeat))
             per_batch = _median_ms(predictor.predict_many, batches, max(5, args.repeat // BATCH))
             times[BATCH_ROW].append(per_batch / BATCH)
             per_stack = _median_ms(ink_marks_many, [grays[b * BATCH : (b + 1) * BATCH]

@@ -8,11 +8,18 @@ reads the body and answers a small JSON object. That route exists only here, nev
 production. The load generator is wrk (Debian package ``wrk``) when installed, else a
 Python keep-alive client; every run is bounded by ``--duration`` and targets 127.0.0.1.
 
+Beside it, on another port, runs the usual Flask digit app (``plain_flask_app.py``: Flask +
+gunicorn sync x2, Pillow resize to 28x28, scikit-learn's MLPClassifier trained on mnist5k as
+it starts; benchmark only), so that the side-by-side ratios come from one run.
+
 Prints, as medians of ``--rounds`` interleaved rounds: predict vs no-op throughput at
-saturation (also for a drawing-page canvas), p50 latency at 4 connections (beside the
-no-op's) and at one client, /v1/predict/batch images per second, and each worker's RSS.
+saturation, /v1/predict and /healthz at 4 connections next to the plain app's (ratios per
+round), a drawing-page canvas against /healthz, p50 latency at 4 connections and at one
+client, a 12-megapixel phone-photo JPEG at one client, /v1/predict/batch images per second,
+and the RSS of every process of each service.
 
 Usage: python scripts/bench_serve.py [--duration 6] [--rounds 3] [--model models/default]
+(wrk: ``apt-get install wrk``; the Python client is far slower than the servers)
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import io
 import os
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -35,6 +41,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from ocr_testing.renderings import drawn_seven
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -72,17 +80,23 @@ class Result:
     errors: int
 
 
-def digit_png(size: int = 28, mode: str = "L") -> bytes:
-    """A black-on-white "7" of ``size`` pixels: 28x28 grayscale as a user's small upload
-    would be; 280x280 "RGBA" as the drawing page sends its opaque canvas."""
-    from PIL import Image, ImageDraw
+def phone_photo_jpeg(width: int = 4000, height: int = 3000) -> bytes:
+    """A 12-megapixel phone photo of a "7" on unevenly lit paper, with sensor noise, as a
+    JPEG (quality 90) of a few MB."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter
 
-    img = Image.new(mode, (size, size), "white")
-    corners = [(7, 6), (21, 6), (12, 23)]
-    ImageDraw.Draw(img).line([(x * size // 28, y * size // 28) for x, y in corners],
-                             fill="black", width=3 * size // 28)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    light = 200.0 + 30.0 * (xs / width) - 25.0 * (ys / height)  # a lamp at one side
+    page = Image.fromarray(light.astype(np.uint8), mode="L")
+    corners = [(0.3, 0.25), (0.7, 0.25), (0.45, 0.8)]
+    ImageDraw.Draw(page).line([(x * width, y * height) for x, y in corners], fill=40,
+                              width=width // 60)
+    pixels = np.asarray(page.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
+    pixels += np.random.default_rng(0).normal(0.0, 3.0, pixels.shape).astype(np.float32)
+    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), mode="L").convert("RGB")
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    photo.save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
@@ -104,6 +118,49 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def server_env(**extra: str) -> dict[str, str]:
+    # benchmark-only, as the environment notes say: these pin a slower OpenBLAS kernel
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PROMETHEUS_MULTIPROC_DIR")}
+    return {**env, **extra}
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], env: dict[str, str], port: int, ready_path: str,
+            log_path: Path, cwd: Path = REPO) -> Iterator[subprocess.Popen]:
+    """A server process, once ``GET ready_path`` answers 200; stopped (TERM) on exit."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready(port, ready_path):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{cmd} did not start:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()  # SIGTERM: gunicorn's graceful stop
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=30)
+        process.kill()  # only if it is still running: a reaped process is not signalled
+        process.wait()
+
+
+@contextlib.contextmanager
+def plain_flask(log_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
+    """The usual Flask digit app (``plain_flask_app.py``) under gunicorn sync x2."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "gunicorn", "--preload", "--workers", "2",
+           "--worker-class", "sync", "--bind", f"{HOST}:{port}",
+           "--pythonpath", str(Path(__file__).resolve().parent), "plain_flask_app:app"]
+    # one BLAS thread per worker, as this service's workers have (two 2-thread BLAS on two
+    # cores collapse)
+    # run from scripts/: gunicorn would read the service's gunicorn.conf.py in the checkout
+    with started(cmd, server_env(OPENBLAS_NUM_THREADS="1"), port, "/health", log_path,
+                 cwd=Path(__file__).resolve().parent) as p:
+        yield port, p
+
+
 def post(port: int, path: str, body: Body) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
@@ -118,48 +175,31 @@ def post(port: int, path: str, body: Body) -> tuple[int, bytes]:
 def gunicorn(model: Path | None, log_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     """The production gunicorn configuration serving ``bench_app()``; yields (port, master)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           # benchmark-only, as the environment notes say: these pin a slower OpenBLAS kernel
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "PROMETHEUS_MULTIPROC_DIR")}
     # Production settings, except worker recycling: at saturation the default max_requests
     # (20,000) recycles every worker within a few rows and the rows would measure restarts.
-    env.update(OCR_HOST=HOST, OCR_PORT=str(port), OCR_MAX_REQUESTS="0")
+    env = server_env(OCR_HOST=HOST, OCR_PORT=str(port), OCR_MAX_REQUESTS="0")
     if model is not None:
         env["OCR_MODEL_PATH"] = str(model.resolve())
     cmd = [sys.executable, "-m", "gunicorn", "--config", "python:ocr_service.gunicorn_config",
            "--pythonpath", str(Path(__file__).resolve().parent), "bench_serve:bench_app()"]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+    with started(cmd, env, port, "/readyz", log_path) as process:
         yield port, process
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
-def ready(port: int) -> bool:
+def ready(port: int, path: str) -> bool:
     try:
         conn = http.client.HTTPConnection(HOST, port, timeout=1)
-        conn.request("GET", "/readyz")
+        conn.request("GET", path)
         return conn.getresponse().status == 200
     except OSError:
         return False
 
 
-def worker_rss_mb(master: int) -> list[float]:
-    """Resident set size of each of the master's worker processes, in MiB."""
+def worker_rss_mb(master: int, with_master: bool = False) -> list[float]:
+    """Resident set size of each of the master's worker processes (and of the master), MiB."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     sizes = []
-    for pid in children:
+    for pid in [str(master)] * with_master + children:
         status = Path(f"/proc/{pid}/status").read_text()
         kb = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
         sizes.append(kb / 1024)
@@ -175,14 +215,19 @@ wrk.headers["Content-Type"] = {content_type!r}
 """
 
 
-def run_wrk(port: int, path: str, body: Body, connections: int, seconds: float,
+def run_wrk(port: int, path: str, body: Body | None, connections: int, seconds: float,
             workdir: Path) -> Result:
-    body_path = workdir / f"body-{len(body.data)}.bin"
-    body_path.write_bytes(body.data)
-    script = workdir / f"post-{len(body.data)}.lua"
-    script.write_text(_WRK_SCRIPT.format(path=str(body_path), content_type=body.content_type))
+    """``body`` None: GET."""
+    script_args = []
+    if body is not None:
+        body_path = workdir / f"body-{len(body.data)}.bin"
+        body_path.write_bytes(body.data)
+        script = workdir / f"post-{len(body.data)}.lua"
+        script.write_text(_WRK_SCRIPT.format(path=str(body_path),
+                                             content_type=body.content_type))
+        script_args = ["-s", str(script)]
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
-           "-s", str(script), f"http://{HOST}:{port}{path}"]
+           *script_args, f"http://{HOST}:{port}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30,
                          check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -193,20 +238,21 @@ def run_wrk(port: int, path: str, body: Body, connections: int, seconds: float,
     return Result(rps, p50_ms, errors)
 
 
-def run_python(port: int, path: str, body: Body, connections: int, seconds: float,
+def run_python(port: int, path: str, body: Body | None, connections: int, seconds: float,
                workdir: Path) -> Result:
     """Fallback load generator: keep-alive connections in threads until the deadline."""
     latencies: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + seconds
-    headers = {"Content-Type": body.content_type}
+    method, data = ("POST", body.data) if body is not None else ("GET", None)
+    headers = {"Content-Type": body.content_type} if body is not None else {}
 
     def client() -> None:
         conn = http.client.HTTPConnection(HOST, port, timeout=10)
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                conn.request("POST", path, body.data, headers)
+                conn.request(method, path, data, headers)
                 response = conn.getresponse()
                 response.read()
                 ok = response.status == 200
@@ -238,80 +284,104 @@ def main(argv: list[str] | None = None) -> int:
 
     load = run_wrk if shutil.which("wrk") else run_python
     client = "wrk 1 thread" if load is run_wrk else "Python client (wrk not installed)"
-    png = digit_png()
+    png = drawn_seven()
     single = Body(png, "image/png")
     batch = multipart([png] * BATCH_SIZE)
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        workdir = Path(tmp)
-        with gunicorn(args.model, workdir / "gunicorn.log") as (port, master):
-            for path, body in ((NOOP, single), ("/v1/predict", single),
-                               ("/v1/predict/batch", batch)):
-                status, reply = post(port, path, body)
-                if status != 200:
-                    raise SystemExit(f"{path} answered {status}: {reply[:300]!r}")
-            print(f"/v1/predict of a {len(png)}-byte 28x28 PNG answers "
-                  f"{post(port, '/v1/predict', single)[1][:120].decode()}...", file=sys.stderr)
+    canvas = Body(drawn_seven(280, "RGBA"), "image/png")
+    photo = Body(phone_photo_jpeg(), "image/jpeg")
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-serve-")))
+        port, master = stack.enter_context(gunicorn(args.model, workdir / "gunicorn.log"))
+        plain_port, plain_master = stack.enter_context(plain_flask(workdir / "plain.log"))
+        for where, path, body in ((port, NOOP, single), (port, "/v1/predict", single),
+                                  (port, "/v1/predict/batch", batch),
+                                  (port, "/v1/predict", photo),
+                                  (plain_port, "/predict", single)):
+            status, reply = post(where, path, body)
+            if status != 200:
+                raise SystemExit(f"{path} answered {status}: {reply[:300]!r}")
+        print(f"/v1/predict of a {len(png)}-byte 28x28 PNG answers "
+              f"{post(port, '/v1/predict', single)[1][:120].decode()}...; the plain app "
+              f"{post(plain_port, '/predict', single)[1].decode()}; a "
+              f"{len(photo.data) / 1e6:.1f} MB 12-megapixel JPEG reads "
+              f"{post(port, '/v1/predict', photo)[1][:40].decode()}...", file=sys.stderr)
 
-            def measure(path: str, body: Body, connections: int) -> Result:
-                load(port, path, body, connections, min(2.0, args.duration), workdir)  # warm-up
-                result = load(port, path, body, connections, args.duration, workdir)
-                print(f"  {path} c={connections}: {result.requests_per_s:8.0f} req/s, "
-                      f"p50 {result.p50_ms:.2f} ms, errors {result.errors}", file=sys.stderr)
-                return result
+        def measure(where: int, path: str, body: Body | None, connections: int) -> Result:
+            load(where, path, body, connections, min(1.0, args.duration), workdir)  # warm-up
+            result = load(where, path, body, connections, args.duration, workdir)
+            print(f"  :{where}{path} c={connections}: {result.requests_per_s:8.0f} req/s, "
+                  f"p50 {result.p50_ms:.2f} ms, errors {result.errors}", file=sys.stderr)
+            return result
 
-            canvas = Body(digit_png(280, "RGBA"), "image/png")
-            scenarios = {
-                "noop": (NOOP, single, SATURATION_CONNECTIONS),
-                "predict": ("/v1/predict", single, SATURATION_CONNECTIONS),
-                "unsplit": ("/v1/predict?segment=single", single, SATURATION_CONNECTIONS),
-                "canvas": ("/v1/predict", canvas, SATURATION_CONNECTIONS),
-                "four": ("/v1/predict", single, 4),
-                "noop_four": (NOOP, single, 4),
-                "one": ("/v1/predict", single, 1),
-                "batched": ("/v1/predict/batch", batch, 4),
-            }
-            # Every round measures every row in turn, so a slow spell of the shared machine
-            # hits all rows of a round alike; ratios are taken within a round.
-            runs: dict[str, list[Result]] = {name: [] for name in scenarios}
-            for _ in range(args.rounds):
-                for name, (path, body, connections) in scenarios.items():
-                    runs[name].append(measure(path, body, connections))
-            rss = worker_rss_mb(master.pid)
+        scenarios = {
+            "noop": (port, NOOP, single, SATURATION_CONNECTIONS),
+            "predict": (port, "/v1/predict", single, SATURATION_CONNECTIONS),
+            "unsplit": (port, "/v1/predict?segment=single", single, SATURATION_CONNECTIONS),
+            "four": (port, "/v1/predict", single, 4),
+            "plain_four": (plain_port, "/predict", single, 4),
+            "health": (port, "/healthz", None, 4),
+            "plain_health": (plain_port, "/health", None, 4),
+            "canvas": (port, "/v1/predict", canvas, 4),
+            "noop_four": (port, NOOP, single, 4),
+            "one": (port, "/v1/predict", single, 1),
+            "photo": (port, "/v1/predict", photo, 1),
+            "batched": (port, "/v1/predict/batch", batch, 4),
+        }
+        # Every round measures every row in turn, so a slow spell of the shared machine
+        # hits all rows of a round alike; ratios are taken within a round.
+        runs: dict[str, list[Result]] = {name: [] for name in scenarios}
+        for _ in range(args.rounds):
+            for name, scenario in scenarios.items():
+                runs[name].append(measure(*scenario))
+        rss = worker_rss_mb(master.pid)
+        total = sum(worker_rss_mb(master.pid, with_master=True))
+        plain_total = sum(worker_rss_mb(plain_master.pid, with_master=True))
 
     def median(name: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs[name])
 
-    def of_noop(name: str) -> str:
+    def ratio(name: str, of: str) -> str:
         ratios = [r.requests_per_s / n.requests_per_s
-                  for r, n in zip(runs[name], runs["noop"], strict=True)]
-        return f"{statistics.median(ratios):.0%} ({min(ratios):.0%}-{max(ratios):.0%})"
+                  for r, n in zip(runs[name], runs[of], strict=True)]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
     errors = sum(r.errors for results in runs.values() for r in results)
     rate = {name: median(name, "requests_per_s") for name in runs}
+    p50 = {name: median(name, "p50_ms") for name in runs}
     rows = [
-        ("no-op POST (same body), saturated", f"{rate['noop']:,.0f} req/s", "", ""),
-        ("/v1/predict, saturated", f"{rate['predict']:,.0f} req/s", of_noop("predict"),
-         "≥ 80%"),
-        ("/v1/predict?segment=single, saturated", f"{rate['unsplit']:,.0f} req/s",
-         of_noop("unsplit"), ""),
-        ("/v1/predict, 280x280 canvas PNG, saturated", f"{rate['canvas']:,.0f} req/s",
-         of_noop("canvas"), ""),
-        ("/v1/predict p50, 4 connections", f"{median('four', 'p50_ms'):.2f} ms",
-         f"no-op {median('noop_four', 'p50_ms'):.2f} ms", "≤ 3 ms"),
-        ("/v1/predict p50, 1 client", f"{median('one', 'p50_ms'):.2f} ms", "", "< 3 ms"),
+        ("no-op POST (same body), 8 connections", f"{rate['noop']:,.0f} req/s", "", ""),
+        ("/v1/predict, 8 connections", f"{rate['predict']:,.0f} req/s",
+         f"{ratio('predict', 'noop')} no-op", ""),
+        ("/v1/predict?segment=single, 8 connections", f"{rate['unsplit']:,.0f} req/s",
+         f"{ratio('unsplit', 'noop')} no-op", ""),
+        ("/v1/predict, 4 connections", f"{rate['four']:,.0f} req/s",
+         f"{ratio('four', 'plain_four')} plain", "≥ 1.0x"),
+        ("plain Flask app /predict, 4 connections", f"{rate['plain_four']:,.0f} req/s", "", ""),
+        ("/healthz, 4 connections", f"{rate['health']:,.0f} req/s",
+         f"{ratio('health', 'plain_health')} plain", "≥ 1.0x"),
+        ("plain Flask app /health, 4 connections", f"{rate['plain_health']:,.0f} req/s", "",
+         ""),
+        ("/v1/predict, 280x280 canvas PNG, 4 conn.", f"{rate['canvas']:,.0f} req/s",
+         f"{ratio('canvas', 'health')} /healthz", "≥ 0.5x"),
+        ("/v1/predict p50, 4 connections", f"{p50['four']:.2f} ms",
+         f"plain {p50['plain_four']:.2f}, no-op {p50['noop_four']:.2f}", "≤ 2 ms"),
+        ("/v1/predict p50, 1 client", f"{p50['one']:.2f} ms", "", ""),
+        (f"/v1/predict p50, {len(photo.data) / 1e6:.1f} MB 12-MP JPEG, 1 client",
+         f"{p50['photo']:.0f} ms", "", "< 100 ms"),
         (f"/v1/predict/batch ({BATCH_SIZE} images), 4 connections",
-         f"{rate['batched'] * BATCH_SIZE:,.0f} images/s", "", "≥ 5,000"),
-        ("worker RSS", " / ".join(f"{mb:.0f} MB" for mb in rss), "", "< 120 MB"),
+         f"{rate['batched'] * BATCH_SIZE:,.0f} images/s", "", "≥ 8,000"),
+        ("worker RSS", " / ".join(f"{mb:.0f} MB" for mb in rss), "", ""),
+        ("RSS of all processes", f"{total:.0f} MB", f"plain {plain_total:.0f} MB", "lowest"),
     ]
     print(f"\nserving: gunicorn, production settings ({len(rss)} workers), loopback, {client}; "
           f"median of {args.rounds} interleaved rounds of {args.duration:g} s per row (ratios: "
-          f"median and range of the per-round ratios), {SATURATION_CONNECTIONS} connections "
-          f"when saturated; load average {os.getloadavg()[0]:.2f} (the client and server "
-          f"share the cores)")
-    print(f"| {'measurement':<44} | {'result':>16} | {'ratio':>17} | {'goal':>8} |")
-    print(f"|{'-' * 46}|{'-' * 17}:|{'-' * 18}:|{'-' * 9}:|")
+          f"median and range of the per-round ratios); plain = the usual Flask digit app "
+          f"(scripts/plain_flask_app.py, gunicorn sync x2) in the same run; load average "
+          f"{os.getloadavg()[0]:.2f} (the client and servers share the cores)")
+    print(f"| {'measurement':<44} | {'result':>16} | {'ratio':>24} | {'goal':>8} |")
+    print(f"|{'-' * 46}|{'-' * 17}:|{'-' * 25}:|{'-' * 9}:|")
     for name, value, extra, goal in rows:
-        print(f"| {name:<44} | {value:>16} | {extra:>17} | {goal:>8} |")
+        print(f"| {name:<44} | {value:>16} | {extra:>24} | {goal:>8} |")
     if errors:
         print(f"warning: {errors} failed requests during the runs")
     return 1 if errors else 0

@@ -154,6 +154,12 @@ def _add_l2(grad: np.ndarray, param: np.ndarray, wd: float, tmp: np.ndarray) -> 
         grad += tmp
 
 
+#: Parameters from which Adam uses the compiled kernel by default. Importing numba and
+#: loading the cached kernel takes longer than a whole short run on a small network spends
+#: in numpy's updates (the 64-128-10 digits network of ``ocr-train --dataset digits``).
+COMPILED_MIN_PARAMS = 100_000
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; ``decoupled=True`` makes it AdamW
     (Loshchilov & Hutter): ``p -= lr * wd * p`` separately from the adaptive step."""
@@ -168,8 +174,9 @@ class Adam(Optimizer):
         decoupled: bool = True,
         compiled: bool | None = None,
     ) -> None:
-        """``compiled``: use the one-pass numba kernel (None: when numba is installed).
-        Both paths give bit-identical results; the compiled one is faster (docs/benchmarks.md)."""
+        """``compiled``: use the one-pass numba kernel (None: when numba is installed and
+        there are at least ``COMPILED_MIN_PARAMS`` parameters). Both paths give
+        bit-identical results; the compiled one is faster (docs/benchmarks.md)."""
         super().__init__(pairs, lr, weight_decay)
         self.beta1, self.beta2 = betas
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -180,7 +187,9 @@ class Adam(Optimizer):
         # multiply-add (``m = b1 m + g``) and the constants move into the step size.
         self.m = [np.zeros_like(p) for p, _ in self.groups]
         self.v = [np.zeros_like(p) for p, _ in self.groups]
-        self._kernel = None if compiled is False else adam_kernel()
+        wanted = compiled if compiled is not None else (
+            sum(p.size for p, _ in self.groups) >= COMPILED_MIN_PARAMS)
+        self._kernel = adam_kernel() if wanted else None
         if compiled and self._kernel is None:
             raise RuntimeError("compiled=True needs numba (pip install numba)")
         self._chunks = [] if self._kernel is not None else self._cache_blocks()

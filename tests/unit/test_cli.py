@@ -145,6 +145,22 @@ def test_console_script_runs_as_a_real_command(tmp_path):
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
 
 
+def test_training_on_digits_loads_neither_scikit_learn_scipy_nor_numba(tmp_path):
+    """Users wait for the whole process: a command imports only what it uses."""
+    script = (
+        "import sys\n"
+        "from ocr_service.cli import train_main\n"
+        f"assert train_main(['--dataset', 'digits', '--epochs', '1', '--quiet', '--out', "
+        f"{str(tmp_path / 'm')!r}]) == 0\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'numba', "
+        "'PIL', 'matplotlib'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset, floor", [("digits", 0.975), ("mnist5k", 0.95)])
 def test_recurrent_backprop_model_trains_with_its_defaults(tmp_path, dataset, floor):

@@ -59,6 +59,14 @@ def test_digits_are_8x8_optdigits_scaled_to_unit_range():
     assert set(np.unique(ds.images * 16)) <= set(range(17))  # counts of 16 pixels per block
 
 
+def test_digits_are_scikit_learns_load_digits_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    ds = load_dataset("digits")
+    assert np.array_equal(ds.images * 16, bunch.images) and np.array_equal(ds.labels, bunch.target)
+
+
 def test_mnist5k_is_5000_real_28x28_digits_with_ink_bright():
     ds = load_dataset("mnist5k")
     assert ds.images.shape == (5000, 28, 28) and ds.images.dtype == np.float32
