@@ -40,6 +40,25 @@ def mark_process_dead(pid: int) -> None:
         prom_multiprocess.mark_process_dead(pid)
 
 
+
+def _feedback_counters(registry: CollectorRegistry | None) -> tuple[Counter, Counter]:
+    """The counters of /v1/feedback: corrections by true and read class, refusals by code."""
+    corrections = Counter(
+        "ocr_feedback_corrections_total",
+        "Characters corrected through /v1/feedback, by true class and the class the model "
+        "read ('?' = rejected): a confusion matrix of what users write.",
+        ("true_class", "read_class"),
+        registry=registry,
+    )
+    refused = Counter(
+        "ocr_feedback_refused_total",
+        "Corrections refused, by error code (feedback_store_full, count_mismatch, ...).",
+        ("reason",),
+        registry=registry,
+    )
+    return corrections, refused
+
+
 class Metrics:
     """The service's metric families and the exposition of all processes' samples."""
 
@@ -87,19 +106,7 @@ class Metrics:
             ("result",),
             registry=reg,
         )
-        self.corrections = Counter(
-            "ocr_feedback_corrections_total",
-            "Characters corrected through /v1/feedback, by true class and the class the model "
-            "read ('?' = rejected): a confusion matrix of what users write.",
-            ("true_class", "read_class"),
-            registry=reg,
-        )
-        self.feedback_refused = Counter(
-            "ocr_feedback_refused_total",
-            "Corrections refused, by error code (feedback_store_full, count_mismatch, ...).",
-            ("reason",),
-            registry=reg,
-        )
+        self.corrections, self.feedback_refused = _feedback_counters(reg)
         self._model_labels: tuple[str, str, str, str] | None = None
         #: (route, method, status) -> its request counter and latency histogram: looking a
         #: labelled series up costs more than counting in it (routes, methods and statuses
