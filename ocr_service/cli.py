@@ -109,8 +109,8 @@ def _add_dataset_args(
         parser.add_argument("--dataset", type=_source, action="append", required=required,
                             metavar="NAME[:DIR][*N]",
                             help=_DATASET_HELP + "; repeat to mix sources, e.g. --dataset "
-                                 "mnist5k --dataset 'folder:feedback*8' (*N: its training "
-                                 "images count N times)")
+                                 "mnist5k --dataset 'folder:feedback*8' (*N: its training and "
+                                 "validation images count N times)")
     else:
         parser.add_argument("--dataset", choices=DATASET_NAMES, required=required,
                             help=_DATASET_HELP)

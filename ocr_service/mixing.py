@@ -56,7 +56,7 @@ def parse_source(text: str) -> SourceSpec:
 class Mixed:
     """The sources' splits concatenated, labels indexing ``classes``.
 
-    ``train`` holds each source's training images ``weight`` times; ``tests`` the held-out
+    ``train`` and ``val`` hold each source's images ``weight`` times; ``tests`` the held-out
     split of each source by its label; images are (n, H, W) float32, labels (n,) int64.
     """
 
@@ -131,8 +131,11 @@ def load_mixed(
         x, y = splits.train
         parts["x"].append(np.tile(x, (spec.weight, 1, 1)) if spec.weight > 1 else x)
         parts["y"].append(np.tile(to_mixed[y], spec.weight))
-        parts["vx"].append(splits.val[0])
-        parts["vy"].append(to_mixed[splits.val[1]])
+        # Validation weighs each source as training does: it picks the epoch that is kept,
+        # and a few corrections among hundreds of general images would not count.
+        vx, vy = splits.val
+        parts["vx"].append(np.tile(vx, (spec.weight, 1, 1)) if spec.weight > 1 else vx)
+        parts["vy"].append(np.tile(to_mixed[vy], spec.weight))
         tests[spec.label] = (splits.test[0], to_mixed[splits.test[1]])
         sizes[spec.label] = {"images": len(ds), "train": len(y), "val": len(splits.val[1]),
                              "test": len(splits.test[1]), "weight": spec.weight}

@@ -67,6 +67,9 @@ def test_a_weighted_folder_beside_digits(tmp_path):
     assert size == {"images": 10, "train": 7, "val": 1, "test": 2, "weight": 4}
     assert len(mixed.train[1]) == len(digits.train[1]) + 4 * 7
     assert (mixed.train[1][len(digits.train[1]):] == 7).all()
+    # validation, which picks the epoch kept, weighs the folder as training does
+    assert len(mixed.val[1]) == len(digits.val[1]) + 4 * 1
+    assert (mixed.val[1][len(digits.val[1]):] == 7).all()
     assert mixed.tests["folder:mine"][1].tolist() == [7, 7]
     assert np.array_equal(mixed.tests["digits"][1], digits.tests["digits"][1])
 
