@@ -462,11 +462,13 @@ def _outlines(labels: np.ndarray, strong_area: np.ndarray) -> np.ndarray:
     """Marks (bool per label 0..L of images (..., H, W)) that look like a sheet's outline."""
     h, w = labels.shape[-2:]
     outline = np.zeros(strong_area.size, bool)
-    for label, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is not None:
-            tall, wide = box[-2].stop - box[-2].start, box[-1].stop - box[-1].start
-            outline[label] = (tall >= _OUTLINE_SPAN * h and wide >= _OUTLINE_SPAN * w
-                              and strong_area[label] < _OUTLINE_FILL * tall * wide)
+    boxes = ndimage.find_objects(labels)
+    # Marks without strong ink are dropped whatever their shape (photo noise: thousands).
+    for label in np.flatnonzero(strong_area).tolist():
+        box = boxes[label - 1]
+        tall, wide = box[-2].stop - box[-2].start, box[-1].stop - box[-1].start
+        outline[label] = (tall >= _OUTLINE_SPAN * h and wide >= _OUTLINE_SPAN * w
+                          and strong_area[label] < _OUTLINE_FILL * tall * wide)
     return outline
 
 
