@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
-from scipy import ndimage
 
+from . import imageops
 from .image_errors import NoInkError
 
 __all__ = ["STACK_PIXELS", "InkMarks", "ink_from_gray", "ink_marks", "ink_marks_many"]
@@ -89,8 +88,8 @@ def _magnitude_median(x: np.ndarray) -> float:
 
 
 #: Images of up to this many pixels are small: per numpy call, the fixed cost outweighs the
-#: work, so a stack of them is handled in whole-stack calls (one sort of every row in
-#: ``_row_quantiles``, one labelling call in ``_label``); larger ones image by image.
+#: work, so their quantiles in a stack come from one sort of every row
+#: (``_row_quantiles``); larger ones are taken image by image.
 _SMALL_IMAGE = 4096
 
 
@@ -149,19 +148,6 @@ _BACKGROUND_SIDE = 96
 _SHARP_STEP = 0.05
 
 
-def _around(a: np.ndarray, extreme: np.ufunc) -> np.ndarray:
-    """``extreme`` (``np.maximum`` or ``np.minimum``) of every pixel of ``a`` (H, W) and its
-    8 neighbours, edges repeated: four whole-array calls on shifted views, a fraction of
-    the cost of ``ndimage.maximum_filter(a, 3)`` and its twin."""
-    out = a.copy()
-    extreme(out[1:], a[:-1], out=out[1:])
-    extreme(out[:-1], a[1:], out=out[:-1])
-    rows = out.copy()
-    extreme(out[:, 1:], rows[:, :-1], out=out[:, 1:])
-    extreme(out[:, :-1], rows[:, 1:], out=out[:, :-1])
-    return out
-
-
 def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int, *, settle: bool = False
              ) -> np.ndarray:
     """``steps`` geodesic dilations of ``marker`` under ``mask`` (both (H, W), marker <=
@@ -169,18 +155,12 @@ def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int, *, settle: bool =
     ``settle``, it stops early once nothing changes (a check worth its cost on small
     images only)."""
     for _ in range(steps):
-        grown = _around(marker, np.maximum)
+        grown = imageops.dilate(marker, 3)
         np.minimum(grown, mask, out=grown)
         if settle and np.array_equal(grown, marker):
             break
         marker = grown
     return marker
-
-
-def _opening(image: np.ndarray, size: int) -> np.ndarray:
-    """Grey opening of ``image`` (H, W) by a ``size`` square, edges repeated outwards."""
-    low = ndimage.minimum_filter(image, size, mode="nearest")
-    return ndimage.maximum_filter(low, size, mode="nearest")
 
 
 def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
@@ -199,21 +179,18 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
     factor = max(1, min(h, w) // _BACKGROUND_SIDE)
-    if factor > 1:
-        small = np.asarray(Image.fromarray(x, mode="F").reduce(factor), dtype=np.float32)
-    else:
-        small = _denoised(x)
+    # block means when reduced
+    small = imageops.resize(x, w // factor, h // factor) if factor > 1 else _denoised(x)
     size = 2 * (min(small.shape) // 6) + 1
     # Grown into the corners the square could not reach (a shadow's rounded end), under
     # the image with its thin strokes taken out, so that growth never runs along writing.
-    level = _rebuild(_opening(small, size), ndimage.minimum_filter(small, 3), size // 2,
+    level = _rebuild(imageops.opening(small, size), imageops.erode(small, 3), size // 2,
                      settle=True)
     if factor == 1:
         return level
     sharp = max(np.abs(np.diff(level, axis=0)).max(initial=0.0),
                 np.abs(np.diff(level, axis=1)).max(initial=0.0)) > _SHARP_STEP
-    level = np.array(Image.fromarray(level, mode="F").resize((w, h), Image.Resampling.BILINEAR),
-                     dtype=np.float32)
+    level = imageops.resize(level, w, h)
     if not sharp:  # lighting that varies slowly: the scaled-up level is exact enough
         return level
     denoised = _denoised(x)
@@ -224,7 +201,7 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
 def _denoised(x: np.ndarray) -> np.ndarray:
     """``x`` without its single-pixel peaks of noise, with the steps of shadow edges intact
     (a 3x3 grey opening)."""
-    return _around(_around(x, np.minimum), np.maximum)
+    return imageops.opening(x, 3)
 
 
 #: A printed line of ruled or squared paper runs straight across at least this share of the
@@ -320,17 +297,18 @@ def _erase_lines(x: np.ndarray, mask: np.ndarray) -> None:
     if ys.size < 2 * _RULE_SPAN * w:
         return
     reach = int(np.ceil(w * _RULE_SLOPES[-1]))
-    best, best_slope, best_counts = -1.0, 0.0, None
-    for slope in _RULE_SLOPES:
-        rows = ys - np.rint(xs * slope).astype(np.intp) + reach
-        counts = np.bincount(rows, minlength=h + 2 * reach)
+    size = h + 2 * reach
+    shifts = np.rint(np.arange(w) * _RULE_SLOPES[:, None]).astype(np.intp)
+    best, best_score, best_counts = 0, -1.0, None
+    for k, shift in enumerate(shifts):
+        counts = np.bincount(ys - shift[xs] + reach, minlength=size)
+        # the sharpest histogram (the largest sum of squares) gives the page's tilt
         score = float(np.dot(counts, counts.astype(np.float64)))
-        if score > best:
-            best, best_slope, best_counts = score, slope, counts
+        if score > best_score:
+            best, best_score, best_counts = k, score, counts
     # A line leaving the picture at a side is measured against the part of its row inside
     # the picture: column c holds sheared rows reach - shift[c] .. reach - shift[c] + h - 1.
-    shift = np.rint(np.arange(w) * best_slope).astype(np.intp)
-    first = reach - shift
+    first = reach - shifts[best]
     inside = np.cumsum(np.bincount(first, minlength=best_counts.size + h)
                        - np.bincount(first + h, minlength=best_counts.size + h))
     inside = inside[: best_counts.size]
@@ -375,27 +353,22 @@ def _writing(x: np.ndarray, median: np.float32, dark_ink: bool) -> np.ndarray:
     return out
 
 
-_EIGHT = np.ones((3, 3), bool)  # 8-connectivity
-#: 8-connectivity within each image of a stack (N, H, W), none between images
-_STACK_EIGHT = np.zeros((3, 3, 3), bool)
-_STACK_EIGHT[1] = _EIGHT
-
-
-def _label(ink: np.ndarray) -> np.ndarray:
-    """8-connected components (N, H, W) int32 of a stack of masks, numbered 1.. in raster
-    order through the stack (each image's after the previous image's)."""
-    h, w = ink.shape[1:]
-    if h * w <= _SMALL_IMAGE:
-        return ndimage.label(ink, structure=_STACK_EIGHT)[0]
-    # A 3-D structure costs large images a third more than a 2-D one.
+def _label(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components of a stack of masks (N, H, W): labels (N, H, W) int32
+    numbered 1.. in raster order through the stack (each image's after the previous
+    image's), their boxes (L + 1, 4) ``(x, y, w, h)`` within their image, and how many
+    each image has (N,)."""
     labels = np.empty(ink.shape, np.int32)
+    boxes = [np.zeros((1, 4), np.int32)]
+    counts = np.zeros(len(ink), np.intp)
     offset = 0
-    for image, out in zip(ink, labels, strict=True):
-        found = ndimage.label(image, structure=_EIGHT, output=out)
+    for i, image in enumerate(ink):
+        labels[i], counts[i], image_boxes = imageops.label(image)
         if offset:
-            np.add(out, offset, out=out, where=out > 0)
-        offset += found
-    return labels
+            np.add(labels[i], offset, out=labels[i], where=labels[i] > 0)
+        boxes.append(image_boxes[1:])
+        offset += counts[i]
+    return labels, np.concatenate(boxes), counts
 
 
 #: A mark whose strong ink runs along this share of an image side is the edge of a page, a
@@ -458,18 +431,13 @@ _OUTLINE_SPAN = 0.5
 _OUTLINE_FILL = 0.03
 
 
-def _outlines(labels: np.ndarray, strong_area: np.ndarray) -> np.ndarray:
-    """Marks (bool per label 0..L of images (..., H, W)) that look like a sheet's outline."""
-    h, w = labels.shape[-2:]
-    outline = np.zeros(strong_area.size, bool)
-    boxes = ndimage.find_objects(labels)
-    # Marks without strong ink are dropped whatever their shape (photo noise: thousands).
-    for label in np.flatnonzero(strong_area).tolist():
-        box = boxes[label - 1]
-        tall, wide = box[-2].stop - box[-2].start, box[-1].stop - box[-1].start
-        outline[label] = (tall >= _OUTLINE_SPAN * h and wide >= _OUTLINE_SPAN * w
-                          and strong_area[label] < _OUTLINE_FILL * tall * wide)
-    return outline
+def _outlines(boxes: np.ndarray, strong_area: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Marks (bool per label 0..L, whose ``boxes`` (L + 1, 4) are ``(x, y, w, h)``) of
+    images (H = ``h``, W = ``w``) that look like a sheet's outline; marks without strong ink
+    never do (they are dropped whatever their shape)."""
+    wide, tall = boxes[:, 2], boxes[:, 3]
+    return ((tall >= _OUTLINE_SPAN * h) & (wide >= _OUTLINE_SPAN * w) & (strong_area > 0)
+            & (strong_area < _OUTLINE_FILL * tall * wide))
 
 
 def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
@@ -499,6 +467,9 @@ class InkMarks:
     labels: np.ndarray
     #: how many marks there are
     count: int
+    #: (L + 1, 4) int32: the box ``(x, y, w, h)`` of each label's mark, in pixels; all 0 for
+    #: label 0 and for dropped specks
+    boxes: np.ndarray
 
 
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
@@ -540,13 +511,13 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
         raise NoInkError(_BLANK)
 
     weak = x > max(_WEAK_SIGMAS * sigma, _WEAK_FLOOR)
-    labels, n = ndimage.label(weak, structure=_EIGHT)
+    labels, n, boxes = imageops.label(weak)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
     floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * gray.size)
     if n > 1:  # a frame or outline counts only beside other ink
         strong_area[_frames(labels, n, strong)] = 0
-        outline = _outlines(labels, strong_area)
+        outline = _outlines(boxes, strong_area, *gray.shape)
         if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
             strong_area[outline] = 0
     min_area = max(floor, _MIN_MARK_OF_LARGEST * strong_area.max())
@@ -556,7 +527,8 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     ink = x * np.float32(1.0 / ink_level)
     np.minimum(ink, 1.0, out=ink)
     _drop(ink, labels, keep)
-    return InkMarks(ink, labels, int(np.count_nonzero(keep)))
+    boxes[~keep] = 0
+    return InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes)
 
 
 def ink_marks_many(
@@ -593,20 +565,21 @@ def ink_marks_many(
     return [outcomes[i] for i in range(len(grays))]
 
 
-def _stack_keep(labels: np.ndarray, strong: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Which marks of a stack (labels and strong ink (N, H, W)) ``ink_marks`` would keep:
-    bool per label 0..L, each image's first label less one (N,), marks kept per image."""
+def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
+                strong: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Which marks of a stack (labels, boxes and counts as ``_label`` gives them; strong
+    ink (N, H, W)) ``ink_marks`` would keep: bool per label 0..L, each image's first label
+    less one (N,), marks kept per image."""
     n, h, w = labels.shape
     # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
-    ends = np.maximum.accumulate(labels.reshape(n, -1).max(axis=1))
-    firsts = np.concatenate(([0], ends[:-1])).astype(labels.dtype)
-    owner = np.repeat(np.arange(n), ends - firsts)
+    firsts = (np.cumsum(counts) - counts).astype(labels.dtype)
+    owner = np.repeat(np.arange(n), counts)
     strong_area = np.bincount(labels.reshape(n, -1)[strong.reshape(n, -1)],
                               minlength=len(owner) + 1)
     strong_area[0] = 0
     strong_area[_stack_frames(labels, owner, strong)] = 0
     floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w))  # as ink_marks rounds it
-    outline = _outlines(labels, strong_area)[1:]
+    outline = _outlines(boxes, strong_area, h, w)[1:]
     beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
     strong_area[1:][outline & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
@@ -615,6 +588,14 @@ def _stack_keep(labels: np.ndarray, strong: np.ndarray) -> tuple[np.ndarray, np.
     keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
     kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
     return keep, firsts, kept
+
+
+def _own_boxes(boxes: np.ndarray, first: int, count: int) -> np.ndarray:
+    """The rows of a stack's ``boxes`` for the image whose labels are ``first`` + 1 ..
+    ``first`` + ``count``, numbered as ``InkMarks`` numbers them (from 1; row 0 all 0)."""
+    own = boxes[first : first + count + 1].copy()
+    own[0] = 0
+    return own
 
 
 def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInkError]:
@@ -652,15 +633,17 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
 
     weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
-    labels = _label(weak.reshape(n, h, w))
-    keep, firsts, kept = _stack_keep(labels, strong.reshape(n, h, w))
+    labels, boxes, counts = _label(weak.reshape(n, h, w))
+    keep, firsts, kept = _stack_keep(labels, boxes, counts, strong.reshape(n, h, w))
 
     ink = x * (1.0 / np.where(blank, 1.0, ink_level)).astype(np.float32)[:, None, None]
     np.minimum(ink, 1.0, out=ink)
     _drop(ink, labels, keep)
     np.subtract(labels, firsts[:, None, None], out=labels, where=labels > 0)
+    boxes[~keep] = 0
     return [
-        InkMarks(ink[i], labels[i], kept[i]) if kept[i]
+        InkMarks(ink[i], labels[i], kept[i], _own_boxes(boxes, firsts[i], counts[i]))
+        if kept[i]
         else NoInkError(_NO_WRITING if no_ink[i] else _BLANK if blank[i] else _ONLY_SPECKS)
         for i in range(n)
     ]

@@ -14,8 +14,8 @@ from functools import cached_property
 from itertools import pairwise
 
 import numpy as np
-from scipy import ndimage
 
+from . import imageops
 from .image_errors import TooManyCharactersError
 from .ink import InkMarks
 from .options import DEFAULT_SEGMENT, SEGMENT_MODES
@@ -32,7 +32,6 @@ WIDE = 0.7
 #: A band of writing taller than this many character heights holds several rows: one
 #: character set off by a whole character height from its neighbours still reads as a row.
 TALL_BAND = 2.5
-_EIGHT = np.ones((3, 3), bool)
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def _cut_sets(ink: np.ndarray, ref_height: int) -> list[list[int]]:
     equal division.
     """
     h, w = ink.shape
-    profile = ndimage.uniform_filter1d(ink.sum(axis=0), size=max(1, h // 10))
+    profile = imageops.smooth1d(ink.sum(axis=0), max(1, h // 10))
     lo, hi = int(0.15 * w), int(0.85 * w) + 1
     inner = profile[lo:hi]
     is_min = np.r_[True, inner[1:] <= inner[:-1]] & np.r_[inner[:-1] <= inner[1:], True]
@@ -236,7 +235,7 @@ def _crop(ink: np.ndarray, x0: int, y0: int, line: int) -> Segment | None:
 
 def _without_slivers(piece: np.ndarray) -> np.ndarray:
     """Drop small parts a cut leaves behind: tips of the neighbour's strokes."""
-    labels, n = ndimage.label(piece > 0, structure=_EIGHT)
+    labels, n, _ = imageops.label(piece > 0)
     if n < 2:
         return piece
     area = np.bincount(labels.ravel())
@@ -274,17 +273,17 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = DEFAULT_SEGMENT) -> list
         whole = _crop(ink_map, 0, 0, 0)
         return [whole] if whole is not None else []
     if isinstance(ink, InkMarks):
-        labels, count = ink.labels, ink.count
+        labels, count, boxes = ink.labels, ink.count, ink.boxes
     else:
-        labels, count = ndimage.label(ink_map > 0, structure=_EIGHT)
+        labels, count, boxes = imageops.label(ink_map > 0)
     if count > MAX_COMPONENTS:
         raise TooManyCharactersError(
             f"the image has {count} separate ink marks; at most {MAX_COMPONENTS} are read"
         )
     groups = [
-        _Group(s[0].start, s[0].stop, s[1].start, s[1].stop, [i + 1])
-        for i, s in enumerate(ndimage.find_objects(labels))
-        if s is not None
+        _Group(y, y + h, x, x + w, [label])
+        for label, (x, y, w, h) in enumerate(boxes.tolist())
+        if w
     ]
     if not groups:
         return []

@@ -39,6 +39,10 @@ def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
     assert set(np.unique(marks.labels)) == {0, marks.labels[50, 35], marks.labels[25, 100]}
     assert marks.labels[50, 35] != marks.labels[25, 100] == marks.labels[90, 135]
     np.testing.assert_array_equal(marks.labels > 0, marks.ink > 0)  # the speck is paper
+    one, seven = marks.labels[50, 35], marks.labels[25, 100]
+    assert marks.boxes[one].tolist() == [30, 20, 10, 80]  # x, y, w, h
+    assert marks.boxes[seven].tolist() == [80, 20, 60, 80]
+    assert np.count_nonzero(marks.boxes[:, 2]) == 2  # paper and the speck have none
 
 
 def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
@@ -69,6 +73,7 @@ def _assert_same_as_alone(grays: list[np.ndarray]) -> tuple[list, set[str]]:
         assert got.ink.dtype == expected.ink.dtype and got.labels.dtype == expected.labels.dtype
         np.testing.assert_array_equal(got.ink, expected.ink)
         np.testing.assert_array_equal(got.labels, expected.labels)
+        np.testing.assert_array_equal(got.boxes, expected.boxes)
     return found, messages
 
 

@@ -152,6 +152,21 @@ def test_an_opaque_canvas_export_reads_exactly_like_its_grayscale(held_out):
     np.testing.assert_allclose(decode_image(_png(rgba, "RGBA")), expected, atol=0.01)
 
 
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA"])
+def test_png_decodes_as_pillow_converts_it_to_grey(mode):
+    # Plain grey, RGB and RGBA PNGs take OpenCV's decoder, the rest Pillow's: one result.
+    rng = np.random.default_rng(1)
+    colours = rng.integers(0, 256, (40, 30, 4), np.uint8)
+    colours[..., :3] //= 2  # dark on average: transparent pixels become white paper
+    colours[..., 3] = np.where(rng.random((40, 30)) < 0.5, 255, colours[..., 3])
+    img = Image.fromarray(colours, "RGBA").convert(mode)
+    reference = np.asarray(img.convert("RGBA").convert("L"), np.float32) / 255
+    alpha = np.asarray(img.convert("RGBA").getchannel("A"), np.float32) / 255
+    if mode in ("RGBA", "LA"):
+        reference = reference * alpha + (1 - alpha)
+    np.testing.assert_allclose(decode_image(_encode(img, "PNG")), reference, atol=1.01 / 255)
+
+
 def test_exif_orientation_is_applied():
     upright = np.full((60, 40), 255, np.uint8)
     upright[5:20, 5:35] = 0  # a dark bar near the top
