@@ -209,6 +209,9 @@ def _denoised(x: np.ndarray) -> np.ndarray:
 _RULE_SPAN = 0.6
 #: On a page found ruled, its other lines need ink along this share of their row.
 _RULE_FAINT = 0.35
+#: Lines it takes to make paper ruled: long ones, or faint ones (see ``_ruling``).
+_RULE_LEAST = 2
+_RULE_LEAST_FAINT = 3
 #: A line running out of the picture at a side counts when this share of it is inside.
 _RULE_PIECE = 0.25
 #: Slopes tried for printed lines: a page photographed up to 3 degrees askew.
@@ -253,25 +256,99 @@ def _thin_lines(counts: np.ndarray, span: np.ndarray) -> tuple[np.ndarray, int]:
     return lines, found
 
 
-def _ruled_rows(lines: np.ndarray) -> np.ndarray:
+def _centres(lines: np.ndarray) -> np.ndarray:
+    """Centre rows (float64) of the runs of True in ``lines`` (bool per row)."""
+    edges = np.flatnonzero(np.diff(np.r_[False, lines, False]))
+    return (edges[0::2] + edges[1::2] - 1) / 2.0
+
+
+def _ruled_rows(lines: np.ndarray, faint: np.ndarray) -> np.ndarray:
     """Rows (bool, like ``lines``) within a row of where evenly spaced lines continue the
-    ``lines`` found (bool per row, each line with a row of margin)."""
-    starts = np.flatnonzero(lines[1:] & ~lines[:-1]) + 1
-    ends = np.flatnonzero(lines[:-1] & ~lines[1:]) + 1
-    if lines[0]:
-        starts = np.r_[0, starts]
-    if lines[-1]:
-        ends = np.r_[ends, lines.size]
-    centres = (starts + ends - 1) / 2.0
-    step = float(np.median(np.diff(centres)))
+    ``lines`` found (bool per row, each line with a row of margin).
+
+    The spacing is the typical one between all lines, ``faint`` ones too: the few lines
+    with a long run of ink may be every second or third of the ruling."""
+    step = float(np.median(np.diff(_centres(lines | faint))))
     ruled = np.zeros_like(lines)
     if step < 2 * _RULE_GAP:
         return ruled
-    at = np.arange(centres[0] % step, lines.size, step)
+    at = np.arange(_centres(lines)[0] % step, lines.size, step)
     for offset in (-1, 0, 1):
         index = np.rint(at).astype(np.intp) + offset
         ruled[index[(index >= 0) & (index < lines.size)]] = True
     return ruled
+
+
+@dataclass(frozen=True)
+class _Shear:
+    """The ink of an image's rows counted along the page's tilt (``_shear``)."""
+
+    #: (W,) intp: per column, the sheared row that holds image row 0 (row y: y + first)
+    first: np.ndarray
+    #: (S,) float64: ink per sheared row, above the level that every row has
+    excess: np.ndarray
+    #: (S,) float64: pixels of each sheared row inside the image; inf where too few
+    inside: np.ndarray
+
+
+def _shear(mask: np.ndarray) -> _Shear | None:
+    """The rows of ``mask`` (H, W; ink) sheared by the slope among ``_RULE_SLOPES`` that
+    gathers its ink into the sharpest row histogram (the page's tilt); None when it has
+    too little ink for any ruling. Pass the transpose for the columns."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    if ys.size < min(_RULE_LEAST * _RULE_SPAN, _RULE_LEAST_FAINT * _RULE_FAINT) * w:
+        return None
+    reach = int(np.ceil(w * _RULE_SLOPES[-1]))
+    size = h + 2 * reach
+    shifts = np.rint(np.arange(w) * _RULE_SLOPES[:, None]).astype(np.intp)
+    best, best_score, best_counts = 0, -1.0, np.zeros(size, np.intp)
+    for k, shift in enumerate(shifts):
+        counts = np.bincount(ys - shift[xs] + reach, minlength=size)
+        score = float(np.dot(counts, counts.astype(np.float64)))  # sum of squares
+        if score > best_score:
+            best, best_score, best_counts = k, score, counts
+    # A line leaving the picture at a side is measured against the part of its row inside
+    # the picture: column c holds sheared rows reach - shift[c] .. reach - shift[c] + h - 1.
+    first = reach - shifts[best]
+    inside = np.cumsum(np.bincount(first, minlength=size + h)
+                       - np.bincount(first + h, minlength=size + h))[:size]
+    rows = inside >= _RULE_PIECE * w
+    # Lines across the other way add to every row alike: count only ink above that level.
+    excess = best_counts - np.median(best_counts[rows])
+    return _Shear(first, excess, np.where(rows, inside, np.inf))
+
+
+def _ruled(shear: _Shear, span: float, least: int) -> np.ndarray | None:
+    """The printed lines (bool per sheared row) when at least ``least`` thin lines have ink
+    along ``span`` of their row, else None.
+
+    Then the ruling's fainter lines need only ``_RULE_FAINT`` of their row, where its even
+    spacing puts a line: a long stroke of writing between them is left alone."""
+    lines, found = _thin_lines(shear.excess, span * shear.inside)
+    if found < least:
+        return None
+    faint, _ = _thin_lines(shear.excess, _RULE_FAINT * shear.inside)
+    return lines | (faint & _ruled_rows(lines, faint))
+
+
+def _ruling(shears: list[_Shear | None]) -> list[np.ndarray | None]:
+    """``_ruled`` lines of the rows and of the columns (their ``shears``; None: no ink).
+
+    Two lines with a long run of ink make a direction ruled. Paper ruled one way is often
+    squared, so the other way's lines need only a faint run (and one more of them); paper
+    printed faintly both ways is squared when both ways have faint, evenly spaced lines.
+    """
+    def found(k: int, span: float, least: int) -> np.ndarray | None:
+        shear = shears[k]
+        return None if shear is None else _ruled(shear, span, least)
+
+    strong = [found(k, _RULE_SPAN, _RULE_LEAST) for k in (0, 1)]
+    faint = [s if s is not None else found(k, _RULE_FAINT, _RULE_LEAST_FAINT)
+             for k, s in enumerate(strong)]
+    if strong[0] is None and strong[1] is None and (faint[0] is None or faint[1] is None):
+        return [None, None]
+    return faint
 
 
 def _erase_ruling(x: np.ndarray) -> None:
@@ -280,49 +357,19 @@ def _erase_ruling(x: np.ndarray) -> None:
     sigma = _MAD_TO_SIGMA * _magnitude_median(x[::2, ::2])
     # Faint print counts too: noise adds a little to every row, a line a lot to one.
     mask = x > max(2.5 * sigma, 0.02)
-    _erase_lines(x, mask)
-    _erase_lines(x.T, mask.T)
+    shears = [_shear(mask), _shear(mask.T)]
+    for (image, ink), shear, lines in zip(((x, mask), (x.T, mask.T)), shears,
+                                          _ruling(shears), strict=True):
+        if shear is not None and lines is not None:
+            _erase_lines(image, ink, shear, lines)
 
 
-def _erase_lines(x: np.ndarray, mask: np.ndarray) -> None:
-    """``_erase_ruling`` of the rows of ``x`` (H, W), whose ink is ``mask`` (H, W); pass
-    the transposes for the columns. Erased pixels leave ``mask`` too.
-
-    A line is a row, sheared by the page's tilt, with ink along ``_RULE_SPAN`` of its
-    width; only two or more of them make ruling. Where a stroke crosses a line (ink just
-    above and below it), the line's pixels are kept, so the stroke is not cut.
-    """
-    h, w = x.shape
-    ys, xs = np.nonzero(mask)
-    if ys.size < 2 * _RULE_SPAN * w:
-        return
-    reach = int(np.ceil(w * _RULE_SLOPES[-1]))
-    size = h + 2 * reach
-    shifts = np.rint(np.arange(w) * _RULE_SLOPES[:, None]).astype(np.intp)
-    best, best_score, best_counts = 0, -1.0, None
-    for k, shift in enumerate(shifts):
-        counts = np.bincount(ys - shift[xs] + reach, minlength=size)
-        # the sharpest histogram (the largest sum of squares) gives the page's tilt
-        score = float(np.dot(counts, counts.astype(np.float64)))
-        if score > best_score:
-            best, best_score, best_counts = k, score, counts
-    # A line leaving the picture at a side is measured against the part of its row inside
-    # the picture: column c holds sheared rows reach - shift[c] .. reach - shift[c] + h - 1.
-    first = reach - shifts[best]
-    inside = np.cumsum(np.bincount(first, minlength=best_counts.size + h)
-                       - np.bincount(first + h, minlength=best_counts.size + h))
-    inside = inside[: best_counts.size]
-    rows = inside >= _RULE_PIECE * w
-    # Lines across the other way add to every row alike: count only ink above that level.
-    excess = best_counts - np.median(best_counts[rows])
-    lines, found = _thin_lines(excess, np.where(rows, _RULE_SPAN * inside, np.inf))
-    if found < 2:
-        return
-    # The page is ruled. Its fainter lines need only a shorter run of ink where the ruling's
-    # even spacing puts a line; a long stroke of writing between them is left alone.
-    faint, _ = _thin_lines(excess, np.where(rows, _RULE_FAINT * inside, np.inf))
-    lines |= faint & _ruled_rows(lines)
-    on_line = lines[np.arange(h)[:, None] + first]  # the faint pixels below the threshold too
+def _erase_lines(x: np.ndarray, mask: np.ndarray, shear: _Shear, lines: np.ndarray) -> None:
+    """Erase from ``x`` (H, W) and its ink ``mask`` (H, W) the printed ``lines`` (bool per
+    sheared row of ``shear``), the faint pixels below the mask's threshold too. Where a
+    stroke crosses a line (ink just above and below it), the line's pixels are kept, so
+    the stroke is not cut."""
+    on_line = lines[np.arange(x.shape[0])[:, None] + shear.first]
     strokes = mask & ~on_line
     crossing = _shifted_any(strokes, _CROSSING_REACH, down=False)
     crossing &= _shifted_any(strokes, _CROSSING_REACH, down=True)

@@ -225,6 +225,43 @@ def test_squared_paper_is_erased_and_the_digit_kept(digits, seed):
     assert rows.max() - rows.min() < 180 and cols.max() - cols.min() < 180
 
 
+@pytest.mark.parametrize("seed", [42, 70, 130, 136, 196])
+def test_blank_squared_paper_printed_faintly_is_blank(seed):
+    # Pages whose grid lines have ink along only about half of their length one way or
+    # both ways (a confident digit or hundreds of characters came back before).
+    from ocr_service.preprocess import decode_image
+    from ocr_testing.renderings import grid_paper_photo
+
+    rng = np.random.default_rng(10_000 + seed)
+    with pytest.raises(NoInkError):
+        ink_marks(decode_image(grid_paper_photo(np.zeros((28, 28), np.float32), rng)))
+
+
+def _squared(page: np.ndarray, step: int, level: float, dash: int) -> None:
+    """Print a grid of ``step`` px cells on ``page`` in 2-px dashes of ``dash`` px, one every
+    ``2 * dash`` px (worn print: half of each line inked), each dash a mark of its own."""
+    h, w = page.shape
+    paper = page.copy()
+    for y in range(step // 2, h, step):
+        for x in range(0, w, 2 * dash):
+            page[y : y + 2, x : x + dash] = level
+    for x in range(step // 2, w, step):
+        for y in range(0, h, 2 * dash):
+            page[y : y + dash, x : x + 2] = level
+    for y in range(step // 2, h, step):  # the lines do not join where they cross
+        for x in range(step // 2, w, step):
+            page[y - 1 : y + 3, x - 1 : x + 3] = paper[y - 1 : y + 3, x - 1 : x + 3]
+
+
+def test_a_character_on_faint_squared_paper_is_all_that_is_left():
+    page = np.full((300, 400), 0.93, np.float32)
+    _squared(page, 24, 0.3, 12)
+    page[100:200, 195:201] = 0.1  # a 1
+    marks = ink_marks(page)
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    assert marks.count == 1 and rows.min() >= 99 and cols.max() <= 201
+
+
 def test_a_big_character_with_long_bars_is_not_taken_for_ruling():
     gray = np.full((200, 200), 0.95, np.float32)
     gray[20:26, 10:190] = 0.1  # two long, thin bars like a Z's, 90% of the width
