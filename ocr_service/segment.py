@@ -287,6 +287,8 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = DEFAULT_SEGMENT) -> list
     ]
     if not groups:
         return []
+    if len(groups) == 1:  # one mark, as most uploads hold: its own line, nothing to merge
+        return [_segment(groups[0], labels, ink_map, 0, groups[0].height, 1)]
     groups = _merge(groups, _overlapping)
     height = _typical_height(groups)
     groups = _merge(groups, lambda a, b: _adjacent(a, b, height))
@@ -298,16 +300,21 @@ def segment_ink(ink: np.ndarray | InkMarks, mode: str = DEFAULT_SEGMENT) -> list
     for line_no, line in enumerate(_lines(groups)):
         line_height = _typical_height(line)
         line_size = len(_full_size(line))
-        for g in line:
-            region = labels[g.y0 : g.y1, g.x0 : g.x1]
-            mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
-            own = np.where(mine, ink_map[g.y0 : g.y1, g.x0 : g.x1], 0.0)
-            ref = round(max(g.height, line_height))
-            # Touching characters are as tall as their line: a long low stroke (a dash, an
-            # underline) is one mark, not a row of characters.
-            wide = g.width > WIDE * ref and 2 * g.height >= ref
-            # A group's box is the union of its marks' boxes, and every labelled pixel has
-            # ink: its ink touches all four sides already, with nothing to crop.
-            box = (g.x0, g.y0, g.width, g.height)
-            segments.append(Segment(own, box, line_no, ref, wide=wide, line_size=line_size))
+        segments += [_segment(g, labels, ink_map, line_no, line_height, line_size) for g in line]
     return segments
+
+
+def _segment(g: _Group, labels: np.ndarray, ink_map: np.ndarray, line_no: int,
+             line_height: float, line_size: int) -> Segment:
+    """The segment of group ``g``: its own ink (of its labels only) in its box."""
+    region = labels[g.y0 : g.y1, g.x0 : g.x1]
+    mine = region == g.labels[0] if len(g.labels) == 1 else np.isin(region, g.labels)
+    own = np.where(mine, ink_map[g.y0 : g.y1, g.x0 : g.x1], 0.0)
+    ref = round(max(g.height, line_height))
+    # Touching characters are as tall as their line: a long low stroke (a dash, an
+    # underline) is one mark, not a row of characters.
+    wide = g.width > WIDE * ref and 2 * g.height >= ref
+    # A group's box is the union of its marks' boxes, and every labelled pixel has
+    # ink: its ink touches all four sides already, with nothing to crop.
+    box = (g.x0, g.y0, g.width, g.height)
+    return Segment(own, box, line_no, ref, wide=wide, line_size=line_size)
