@@ -529,6 +529,31 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np
     return ink_marks(gray, min_contrast=min_contrast).ink
 
 
+#: Ink covers less than this share of an image, at half its contrast from the paper.
+_INK_SHARE = 0.25
+
+
+def _dark_ink(sample: np.ndarray, low: np.ndarray, paper: np.ndarray, high: np.ndarray
+              ) -> np.ndarray:
+    """Whether each image's ink is darker than its paper (bool (N,)), from pixel values
+    ``sample`` (N, S) and their darkest, median and lightest levels (N,) float64.
+
+    The median is paper (ink covers far less than half of a page) and ink is whichever
+    extreme lies farther from it. Not when that extreme covers much of the image while the
+    other, with half its contrast or more, covers under half as much: the lit half of a
+    page beside a hand's shadow is paper, and the writing the darker extreme.
+    """
+    dark = ~(high - paper > paper - low)
+    size = sample.shape[1]
+    dark_share = np.count_nonzero(sample < ((paper + low) / 2)[:, None], axis=1) / size
+    light_share = np.count_nonzero(sample > ((paper + high) / 2)[:, None], axis=1) / size
+    to_dark = ~dark & (light_share > _INK_SHARE) & (dark_share < light_share / 2) & (
+        paper - low >= (high - paper) / 2)
+    to_light = dark & (dark_share > _INK_SHARE) & (light_share < dark_share / 2) & (
+        high - paper >= (paper - low) / 2)
+    return (dark | to_dark) & ~to_light
+
+
 def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
     label the ink again (``segment.segment_ink(marks)``)."""
@@ -539,8 +564,8 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     # one partition serves both polarities.
     k_mirror = flat.size - 1 - k_mid
     part = np.partition(flat, [k_low, k_mid, k_high, k_mirror])
-    low, paper, high = float(part[k_low]), float(part[k_mid]), float(part[k_high])
-    if high - paper > paper - low:
+    levels = part[[k_low, k_mid, k_high]].astype(np.float64)[:, None]
+    if not _dark_ink(flat[None, :], *levels)[0]:
         x = _writing(gray, part[k_mid], dark_ink=False)
     else:
         x = _writing(1.0 - gray, np.float32(1.0) - part[k_mirror], dark_ink=True)
@@ -653,8 +678,7 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     k_low, k_mid, k_high = (_rank(q, size) for q in _LEVEL_QUANTILES)
     k_mirror = size - 1 - k_mid  # as in ink_marks
     part = np.partition(sample, [k_low, k_mid, k_high, k_mirror], axis=1)
-    low, paper, high = part[:, [k_low, k_mid, k_high]].T.astype(np.float64)
-    dark_ink = ~(high - paper > paper - low)
+    dark_ink = _dark_ink(sample, *part[:, [k_low, k_mid, k_high]].T.astype(np.float64))
     x = gray.copy()
     np.subtract(np.float32(1.0), x, out=x, where=dark_ink[:, None, None])
     # each image's median (in the dark-ink case, of 1 - gray): its paper level when small

@@ -191,6 +191,27 @@ def test_a_shadow_across_the_page_is_paper_not_ink(digits):
     assert rows.max() < 150 and cols.max() < 160  # the 3 is all there is on the lit part
 
 
+def test_writing_on_a_page_more_than_half_in_shadow_is_the_dark_ink(digits):
+    # The median falls in the shadow, so the lit paper lies farther from it than the ink:
+    # but the lit paper covers a third of the page, and ink never does.
+    page = _page_with(digits[0], (150, 60))
+    page[:, :330] *= 0.45  # the shadow: its paper is 0.43, the lit paper 0.95
+    marks = ink_marks(page)
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    assert marks.count == 1 and 150 <= rows.min() and cols.max() < 200
+    _assert_same_as_alone([page, 1.0 - page, page])  # a stack decides as one image does
+
+
+@pytest.mark.parametrize("dark", [True, False])
+def test_a_tight_crop_of_a_thick_character_keeps_its_polarity(dark):
+    # The character covers 36 % of the picture: the extreme far from the paper still is ink.
+    gray = np.ones((100, 100), np.float32)
+    for left in (10, 40, 70):
+        gray[10:90, left : left + 15] = 0.0  # a marker's thick strokes, like a bold "m"
+    marks = ink_marks(gray if dark else 1.0 - gray)
+    assert marks.ink[50, 17] == 1.0 and marks.ink[50, 32] == 0.0
+
+
 def test_a_thick_digit_joined_to_faint_shading_at_the_sides_is_kept(digits):
     # A marker 8 filling a photo whose paper darkens a little towards every side: the
     # faint shading links the digit to the sides, but its strong ink touches none.
