@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,10 @@ _BIN_CENTRES = np.arange(256) + 0.5
 # Python floats on purpose: against float32 pixels they compare in float32.
 #: Ink must stand out from the paper by this much (of the 0..1 range) at least.
 MIN_CONTRAST = 0.08
-#: Order statistics of the grey levels: the darkest, the paper (median), the lightest.
-_LEVEL_QUANTILES = (0.001, 0.5, 0.999)
+#: Order statistics of the grey levels: the darkest, the paper (median), the lightest, and
+#: between them how far the lightest and darkest quarters and eighths reach (``_dark_ink``).
+_LEVEL_QUANTILES = (0.001, 0.125, 0.25, 0.5, 0.75, 0.875, 0.999)
+_MEDIAN = _LEVEL_QUANTILES.index(0.5)
 #: Median absolute deviation -> standard deviation of normal noise.
 _MAD_TO_SIGMA = 1.4826
 #: Floor of the paper's noise level, so that clean synthetic images work.
@@ -529,29 +532,27 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np
     return ink_marks(gray, min_contrast=min_contrast).ink
 
 
-#: Ink covers less than this share of an image, at half its contrast from the paper.
-_INK_SHARE = 0.25
-
-
-def _dark_ink(sample: np.ndarray, low: np.ndarray, paper: np.ndarray, high: np.ndarray
-              ) -> np.ndarray:
-    """Whether each image's ink is darker than its paper (bool (N,)), from pixel values
-    ``sample`` (N, S) and their darkest, median and lightest levels (N,) float64.
+def _dark_ink(levels: Sequence[Any]) -> Any:
+    """Whether an image's ink is darker than its paper, from its grey levels at
+    ``_LEVEL_QUANTILES`` (darkest, an eighth, a quarter, median, three quarters, seven
+    eighths, lightest): each a float (a bool back), or float64 arrays (N,) of a stack (bool
+    (N,) back), with the same result for each image.
 
     The median is paper (ink covers far less than half of a page) and ink is whichever
-    extreme lies farther from it. Not when that extreme covers much of the image while the
-    other, with half its contrast or more, covers under half as much: the lit half of a
-    page beside a hand's shadow is paper, and the writing the darker extreme.
+    extreme lies farther from it. Not when over a quarter of the pixels lie past half-way
+    to that extreme and under an eighth past half-way to the other, which has half its
+    contrast or more: the lit part of a page beside a hand's shadow is paper, and the
+    writing is the other extreme.
     """
-    dark = ~(high - paper > paper - low)
-    size = sample.shape[1]
-    dark_share = np.count_nonzero(sample < ((paper + low) / 2)[:, None], axis=1) / size
-    light_share = np.count_nonzero(sample > ((paper + high) / 2)[:, None], axis=1) / size
-    to_dark = ~dark & (light_share > _INK_SHARE) & (dark_share < light_share / 2) & (
+    low, eighth, quarter, paper, three_quarters, seven_eighths, high = levels
+    # ``x ^ True`` negates a bool and a bool array alike.
+    light = high - paper > paper - low
+    light_half, dark_half = (paper + high) / 2, (paper + low) / 2
+    to_dark = light & (three_quarters > light_half) & (eighth >= dark_half) & (
         paper - low >= (high - paper) / 2)
-    to_light = dark & (dark_share > _INK_SHARE) & (light_share < dark_share / 2) & (
+    to_light = (light ^ True) & (quarter < dark_half) & (seven_eighths <= light_half) & (
         high - paper >= (paper - low) / 2)
-    return (dark | to_dark) & ~to_light
+    return ((light ^ True) | to_dark) & (to_light ^ True)
 
 
 def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
@@ -559,13 +560,13 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     label the ink again (``segment.segment_ink(marks)``)."""
     gray = np.asarray(gray, dtype=np.float32)
     flat = _sample(gray.ravel())
-    k_low, k_mid, k_high = (_rank(q, flat.size) for q in _LEVEL_QUANTILES)
+    ks = [_rank(q, flat.size) for q in _LEVEL_QUANTILES]
+    k_mid = ks[_MEDIAN]
     # The median of 1 - gray is 1 - gray's order statistic mirrored around the middle:
     # one partition serves both polarities.
     k_mirror = flat.size - 1 - k_mid
-    part = np.partition(flat, [k_low, k_mid, k_high, k_mirror])
-    levels = part[[k_low, k_mid, k_high]].astype(np.float64)[:, None]
-    if not _dark_ink(flat[None, :], *levels)[0]:
+    part = np.partition(flat, [*ks, k_mirror])
+    if not _dark_ink(part[ks].tolist()):
         x = _writing(gray, part[k_mid], dark_ink=False)
     else:
         x = _writing(1.0 - gray, np.float32(1.0) - part[k_mirror], dark_ink=True)
@@ -675,10 +676,11 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     n, h, w = gray.shape
     sample = _sample(gray.reshape(n, -1))
     size = sample.shape[1]
-    k_low, k_mid, k_high = (_rank(q, size) for q in _LEVEL_QUANTILES)
+    ks = [_rank(q, size) for q in _LEVEL_QUANTILES]
+    k_mid = ks[_MEDIAN]
     k_mirror = size - 1 - k_mid  # as in ink_marks
-    part = np.partition(sample, [k_low, k_mid, k_high, k_mirror], axis=1)
-    dark_ink = _dark_ink(sample, *part[:, [k_low, k_mid, k_high]].T.astype(np.float64))
+    part = np.partition(sample, [*ks, k_mirror], axis=1)
+    dark_ink = _dark_ink(part[:, ks].T.astype(np.float64))
     x = gray.copy()
     np.subtract(np.float32(1.0), x, out=x, where=dark_ink[:, None, None])
     # each image's median (in the dark-ink case, of 1 - gray): its paper level when small
