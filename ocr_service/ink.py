@@ -265,20 +265,29 @@ def _centres(lines: np.ndarray) -> np.ndarray:
     return (edges[0::2] + edges[1::2] - 1) / 2.0
 
 
-def _ruled_rows(lines: np.ndarray, faint: np.ndarray) -> np.ndarray:
-    """Rows (bool, like ``lines``) within a row of where evenly spaced lines continue the
-    ``lines`` found (bool per row, each line with a row of margin).
+def _ruled_rows(lines: np.ndarray) -> np.ndarray:
+    """Rows (bool, like ``lines``) within a row of an evenly spaced ruling through most of
+    ``lines`` (bool per row, each line with a row of margin).
 
-    The spacing is the typical one between all lines, ``faint`` ones too: the few lines
-    with a long run of ink may be every second or third of the ruling."""
-    step = float(np.median(np.diff(_centres(lines | faint))))
+    Its spacing is the typical one between the lines and its phase the one most of them
+    share, both then fitted to those lines: a long stroke of writing among them moves
+    neither, and the positions do not drift across a page of many lines."""
+    centres = _centres(lines)
     ruled = np.zeros_like(lines)
+    step = float(np.median(np.diff(centres)))
     if step < 2 * _RULE_GAP:
         return ruled
-    at = np.arange(_centres(lines)[0] % step, lines.size, step)
+    residues = centres % step
+    apart = np.abs((residues[:, None] - residues + step / 2) % step - step / 2)
+    phase = float(residues[int(np.argmax(np.count_nonzero(apart <= 1.5, axis=1)))])
+    index = np.rint((centres - phase) / step)
+    on = np.abs(centres - phase - index * step) <= 1.5
+    if np.ptp(index[on]) > 0:
+        step, phase = np.polyfit(index[on], centres[on], 1)
+    at = phase + step * np.arange(np.ceil(-phase / step), (lines.size - phase) / step)
     for offset in (-1, 0, 1):
-        index = np.rint(at).astype(np.intp) + offset
-        ruled[index[(index >= 0) & (index < lines.size)]] = True
+        rows = np.rint(at).astype(np.intp) + offset
+        ruled[rows[(rows >= 0) & (rows < lines.size)]] = True
     return ruled
 
 
@@ -326,13 +335,18 @@ def _ruled(shear: _Shear, span: float, least: int) -> np.ndarray | None:
     """The printed lines (bool per sheared row) when at least ``least`` thin lines have ink
     along ``span`` of their row, else None.
 
-    Then the ruling's fainter lines need only ``_RULE_FAINT`` of their row, where its even
-    spacing puts a line: a long stroke of writing between them is left alone."""
+    Lines with ink along ``_RULE_SPAN`` of their row are printed wherever they lie. Fainter
+    ones (``_RULE_FAINT``) only where the ruling's even spacing puts a line: a long stroke
+    of writing between them is left alone, and with a lower ``span`` it takes ``least`` of
+    them on the ruling to make one."""
     lines, found = _thin_lines(shear.excess, span * shear.inside)
     if found < least:
         return None
     faint, _ = _thin_lines(shear.excess, _RULE_FAINT * shear.inside)
-    return lines | (faint & _ruled_rows(lines, faint))
+    ruled = faint & _ruled_rows(lines | faint)
+    if span >= _RULE_SPAN:
+        return lines | ruled
+    return ruled if _centres(ruled).size >= least else None
 
 
 def _ruling(shears: list[_Shear | None]) -> list[np.ndarray | None]:

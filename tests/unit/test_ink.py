@@ -283,6 +283,21 @@ def test_a_character_on_faint_squared_paper_is_all_that_is_left():
     assert marks.count == 1 and rows.min() >= 99 and cols.max() <= 201
 
 
+def test_a_long_thin_stroke_between_faint_grid_lines_is_writing():
+    # Rows printed in full, columns in dashes: the columns are found with the faint bar,
+    # and a thin 1 half the page tall between two of them is as long as they are.
+    page = np.full((300, 400), 0.93, np.float32)
+    for y in range(12, 300, 24):
+        page[y : y + 2] = 0.3
+    for x in range(12, 400, 24):
+        for y in range(0, 300, 24):
+            page[y : y + 12, x : x + 2] = 0.3
+    page[60:210, 197:200] = 0.1  # the 1, 3 px wide, between the columns at 180 and 204
+    marks = ink_marks(page)
+    assert (marks.ink[60:210, 197:200] > 0.5).mean() > 0.9
+    assert marks.ink[:, 300:].max() == 0.0  # the grid is gone
+
+
 def test_a_big_character_with_long_bars_is_not_taken_for_ruling():
     gray = np.full((200, 200), 0.95, np.float32)
     gray[20:26, 10:190] = 0.1  # two long, thin bars like a Z's, 90% of the width
