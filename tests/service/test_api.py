@@ -189,6 +189,21 @@ def test_batch_limits_and_forms(model_copy):
     assert response.status_code == 415
 
 
+def test_a_batch_in_a_multipart_shape_werkzeug_parses_is_read_alike(client):
+    """A preamble and bare LF line breaks: not split in memory, parsed by werkzeug."""
+    head = b'--bb\nContent-Disposition: form-data; name="image"; filename="a.png"\n\n'
+    parts = b"".join(head + png + b"\n" for png in (PNG, digit_png("0")))
+    body = (b"a preamble\n" + parts
+            + b'--bb\nContent-Disposition: form-data; name="top_k"\n\n2\n--bb--\n')
+    response = client.post("/v1/predict/batch", data=body,
+                           content_type="multipart/form-data; boundary=bb")
+    assert response.status_code == 200
+    plain = client.post("/v1/predict/batch?top_k=2",
+                        data={"image": [(io.BytesIO(PNG), "a.png"),
+                                        (io.BytesIO(digit_png("0")), "b.png")]})
+    assert response.get_json()["results"] == plain.get_json()["results"]
+
+
 def test_model_metadata_without_weights(client, model_copy):
     from ocr_service.model_store import load_model
 
