@@ -160,12 +160,13 @@ def _all_options(
     return _options({**{k: body.get(k) for k in body if k != "image"}, **query}, n_classes)
 
 
-def _record(result: PredictionResult) -> None:
+def _record(results: list[PredictionResult]) -> None:
     metrics = _service().metrics
-    metrics.count_predictions(c.char for c in result.characters)
-    iterations = result.stats.get("iterations")
-    if iterations is not None:
-        metrics.observe_iterations(float(iterations))
+    metrics.count_predictions(c.char for result in results for c in result.characters)
+    for result in results:
+        iterations = result.stats.get("iterations")
+        if iterations is not None:
+            metrics.observe_iterations(float(iterations))
 
 
 @v1.post("/predict")
@@ -177,7 +178,7 @@ def predict() -> dict[str, Any]:
         request.args, fields, len(predictor.artifact.classes)
     )
     result = predictor.predict_bytes(data, top_k=top_k, segment=segment)
-    _record(result)
+    _record([result])
     body = result.to_dict(include_inputs=include_input)
     body["model"] = _model_ref(predictor)
     body["elapsed_ms"] = round((perf_counter() - t0) * 1000.0, 3)
@@ -204,13 +205,13 @@ def predict_batch() -> dict[str, Any]:
         request.args, fields, len(predictor.artifact.classes)
     )
     outcomes = predictor.predict_many(uploads, top_k=top_k, segment=segment)
-    results: list[dict[str, Any]] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ImageError):
-            results.append(error_body(outcome.code, str(outcome) or outcome.code))
-            continue
-        _record(outcome)
-        results.append(outcome.to_dict(include_inputs=include_input))
+    _record([outcome for outcome in outcomes if not isinstance(outcome, ImageError)])
+    results = [
+        error_body(outcome.code, str(outcome) or outcome.code)
+        if isinstance(outcome, ImageError)
+        else outcome.to_dict(include_inputs=include_input)
+        for outcome in outcomes
+    ]
     return {
         "results": results,
         "model": _model_ref(predictor),

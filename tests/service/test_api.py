@@ -333,6 +333,20 @@ def test_metrics_count_requests_and_predictions(client):
     assert "ocr_model_info{" in text
 
 
+def test_metrics_count_the_predictions_of_a_batch(client):
+    parts = [(io.BytesIO(PNG), "a.png"), (io.BytesIO(b"junk"), "b.png"),
+             (io.BytesIO(PNG), "c.png"), (io.BytesIO(digit_png("0")), "d.png")]
+    results = client.post("/v1/predict/batch", data={"image": parts}).get_json()["results"]
+    counts: dict[str, int] = {}
+    for result in results:
+        for char in result.get("characters", []):
+            counts[char["char"]] = counts.get(char["char"], 0) + 1
+    text = client.get("/metrics").get_data(as_text=True)
+    for char, count in counts.items():
+        assert f'ocr_predictions_total{{char="{char}"}} {count}.0' in text
+    assert sum(counts.values()) == 3
+
+
 def test_recurrent_models_report_fixed_point_iterations(tmp_path, model_copy):
     from ocr_service.model_store import load_model, save_model
     from ocr_service.nn.recurrent import RecurrentNetwork
