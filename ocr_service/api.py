@@ -15,11 +15,13 @@ from time import perf_counter
 from typing import Any
 
 from flask import Blueprint, Response, current_app, render_template, request
+from werkzeug.datastructures import MultiDict
 
 from .errors import ApiError, error_body
 from .feedback import FeedbackStore, corrections_for, parse_labels, parse_user
 from .image_errors import ImageError
 from .model_holder import ReloadError
+from .multipart import split_form
 from .openapi import build_spec
 from .options import (
     DEFAULT_INCLUDE_INPUT,
@@ -98,6 +100,19 @@ def _body() -> bytes:
     return data
 
 
+def _form() -> tuple[MultiDict[str, str], MultiDict[str, bytes]]:
+    """A multipart body's fields and files (bytes), split in memory where it has the plain
+    shape (``multipart.py``), else by werkzeug's parser."""
+    split = split_form(_body(), request.mimetype_params.get("boundary", ""),
+                       max_parts=request.max_form_parts,
+                       max_field_bytes=request.max_form_memory_size)
+    if split is not None:
+        return split
+    files = MultiDict((name, upload.stream.read())
+                      for name, upload in request.files.items(multi=True))
+    return request.form, files
+
+
 def _json_body() -> dict[str, Any]:
     _body()
     try:
@@ -118,10 +133,11 @@ def _read_single_image() -> tuple[bytes, Mapping[str, Any]]:
             raise ApiError(400, "missing_image", "request body is empty")
         return data, {}
     if mimetype == "multipart/form-data":
-        upload = request.files.get("image")
+        fields, files = _form()
+        upload = files.get("image")
         if upload is None:
             raise ApiError(400, "missing_image", 'multipart field "image" is missing')
-        return upload.stream.read(), request.form
+        return upload, fields
     if mimetype == "application/json":
         body = _json_body()
         return _decode_base64(body.get("image")), body
@@ -144,12 +160,13 @@ def _all_options(
     return _options({**{k: body.get(k) for k in body if k != "image"}, **query}, n_classes)
 
 
-def _record(result: PredictionResult) -> None:
+def _record(results: list[PredictionResult]) -> None:
     metrics = _service().metrics
-    metrics.count_predictions(c.char for c in result.characters)
-    iterations = result.stats.get("iterations")
-    if iterations is not None:
-        metrics.observe_iterations(float(iterations))
+    metrics.count_predictions(c.char for result in results for c in result.characters)
+    for result in results:
+        iterations = result.stats.get("iterations")
+        if iterations is not None:
+            metrics.observe_iterations(float(iterations))
 
 
 @v1.post("/predict")
@@ -161,7 +178,7 @@ def predict() -> dict[str, Any]:
         request.args, fields, len(predictor.artifact.classes)
     )
     result = predictor.predict_bytes(data, top_k=top_k, segment=segment)
-    _record(result)
+    _record([result])
     body = result.to_dict(include_inputs=include_input)
     body["model"] = _model_ref(predictor)
     body["elapsed_ms"] = round((perf_counter() - t0) * 1000.0, 3)
@@ -177,25 +194,24 @@ def predict_batch() -> dict[str, Any]:
         raise ApiError(
             415, "unsupported_media_type", 'send the images as multipart/form-data "image" parts'
         )
-    uploads = request.files.getlist("image")
+    fields, files = _form()
+    uploads = files.getlist("image")
     if not uploads:
         raise ApiError(400, "missing_image", 'no multipart "image" parts')
     limit = service.settings.max_batch
     if len(uploads) > limit:
         raise ApiError(413, "too_large", f"{len(uploads)} images exceed the batch limit {limit}")
     top_k, segment, include_input = _all_options(
-        request.args, request.form, len(predictor.artifact.classes)
+        request.args, fields, len(predictor.artifact.classes)
     )
-    outcomes = predictor.predict_many(
-        [upload.stream.read() for upload in uploads], top_k=top_k, segment=segment
-    )
-    results: list[dict[str, Any]] = []
-    for outcome in outcomes:
-        if isinstance(outcome, ImageError):
-            results.append(error_body(outcome.code, str(outcome) or outcome.code))
-            continue
-        _record(outcome)
-        results.append(outcome.to_dict(include_inputs=include_input))
+    outcomes = predictor.predict_many(uploads, top_k=top_k, segment=segment)
+    _record([outcome for outcome in outcomes if not isinstance(outcome, ImageError)])
+    results = [
+        error_body(outcome.code, str(outcome) or outcome.code)
+        if isinstance(outcome, ImageError)
+        else outcome.to_dict(include_inputs=include_input)
+        for outcome in outcomes
+    ]
     return {
         "results": results,
         "model": _model_ref(predictor),

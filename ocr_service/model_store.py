@@ -21,7 +21,6 @@ import io
 import json
 import os
 import sysconfig
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -238,6 +237,8 @@ def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 def atomic_write(target: Path, data: bytes) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over ``target``."""
+    import tempfile  # only writers use it: readers (ocr-predict, the server) start sooner
+
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         # mkstemp creates 0600; a model must stay readable by a server running as another user

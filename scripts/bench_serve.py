@@ -14,7 +14,9 @@ it starts; benchmark only), so that the side-by-side ratios come from one run.
 
 Prints, as medians of ``--rounds`` interleaved rounds: predict vs no-op throughput at
 saturation, /v1/predict and /healthz at 4 connections next to the plain app's (ratios per
-round), a drawing-page canvas against /healthz, p50 latency at 4 connections and at one
+round), the CPU time each server's workers spend per request on those two (user + system,
+from /proc: it depends less on other work sharing the cores than requests per second do),
+a drawing-page canvas against /healthz, p50 latency at 4 connections and at one
 client, a 12-megapixel phone-photo JPEG at one client, /v1/predict/batch images per second,
 and the RSS of every process of each service.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import io
 import os
@@ -78,6 +81,9 @@ class Result:
     requests_per_s: float
     p50_ms: float
     errors: int
+    requests: int
+    #: CPU time of the server's workers per request, set by ``measure``
+    cpu_us: float = 0.0
 
 
 def phone_photo_jpeg(width: int = 4000, height: int = 3000) -> bytes:
@@ -195,6 +201,15 @@ def ready(port: int, path: str) -> bool:
         return False
 
 
+def workers_cpu_s(master: int) -> float:
+    """User + system CPU time of the master's worker processes so far, seconds."""
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (after pid and name)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def worker_rss_mb(master: int, with_master: bool = False) -> list[float]:
     """Resident set size of each of the master's worker processes (and of the master), MiB."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -235,7 +250,8 @@ def run_wrk(port: int, path: str, body: Body | None, connections: int, seconds: 
     p50_ms = float(p50.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[p50.group(2)]
     errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses:\s+(\d+)", out))
     errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    return Result(rps, p50_ms, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return Result(rps, p50_ms, errors, requests)
 
 
 def run_python(port: int, path: str, body: Body | None, connections: int, seconds: float,
@@ -270,7 +286,8 @@ def run_python(port: int, path: str, body: Body | None, connections: int, second
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
-    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3, errors[0])
+    return Result(len(latencies) / elapsed, statistics.median(latencies) * 1e3, errors[0],
+                  len(latencies))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -306,11 +323,17 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(photo.data) / 1e6:.1f} MB 12-megapixel JPEG reads "
               f"{post(port, '/v1/predict', photo)[1][:40].decode()}...", file=sys.stderr)
 
+        masters = {port: master.pid, plain_port: plain_master.pid}
+
         def measure(where: int, path: str, body: Body | None, connections: int) -> Result:
             load(where, path, body, connections, min(1.0, args.duration), workdir)  # warm-up
+            cpu = workers_cpu_s(masters[where])
             result = load(where, path, body, connections, args.duration, workdir)
+            cpu = workers_cpu_s(masters[where]) - cpu
+            result = dataclasses.replace(result, cpu_us=cpu / max(result.requests, 1) * 1e6)
             print(f"  :{where}{path} c={connections}: {result.requests_per_s:8.0f} req/s, "
-                  f"p50 {result.p50_ms:.2f} ms, errors {result.errors}", file=sys.stderr)
+                  f"p50 {result.p50_ms:.2f} ms, {result.cpu_us:.0f} us CPU per request, "
+                  f"errors {result.errors}", file=sys.stderr)
             return result
 
         scenarios = {
@@ -340,14 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     def median(name: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in runs[name])
 
-    def ratio(name: str, of: str) -> str:
-        ratios = [r.requests_per_s / n.requests_per_s
+    def ratio(name: str, of: str, attr: str = "requests_per_s") -> str:
+        ratios = [getattr(r, attr) / getattr(n, attr)
                   for r, n in zip(runs[name], runs[of], strict=True)]
         return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
     errors = sum(r.errors for results in runs.values() for r in results)
     rate = {name: median(name, "requests_per_s") for name in runs}
     p50 = {name: median(name, "p50_ms") for name in runs}
+    cpu = {name: median(name, "cpu_us") for name in runs}
     rows = [
         ("no-op POST (same body), 8 connections", f"{rate['noop']:,.0f} req/s", "", ""),
         ("/v1/predict, 8 connections", f"{rate['predict']:,.0f} req/s",
@@ -361,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{ratio('health', 'plain_health')} plain", "≥ 1.0x"),
         ("plain Flask app /health, 4 connections", f"{rate['plain_health']:,.0f} req/s", "",
          ""),
+        ("server CPU per request, /v1/predict, 4 conn.", f"{cpu['four']:,.0f} us",
+         f"{ratio('four', 'plain_four', 'cpu_us')} plain", ""),
+        ("server CPU per request, /healthz, 4 conn.", f"{cpu['health']:,.0f} us",
+         f"{ratio('health', 'plain_health', 'cpu_us')} plain", ""),
         ("/v1/predict, 280x280 canvas PNG, 4 conn.", f"{rate['canvas']:,.0f} req/s",
          f"{ratio('canvas', 'health')} /healthz", "≥ 0.5x"),
         ("/v1/predict p50, 4 connections", f"{p50['four']:.2f} ms",

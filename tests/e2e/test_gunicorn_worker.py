@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
+from gunicorn.workers.gthread import TConn
 
+from ocr_service import gunicorn_worker
+from ocr_service.gunicorn_worker import BalancedThreadWorker
 from ocr_testing.server_utils import digit_png, running_server, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -111,3 +116,85 @@ def test_new_clients_get_in_while_kept_alive_ones_keep_every_thread_busy(
             stop.set()
             for client in clients:
                 client.join()
+
+
+def _hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+@pytest.fixture
+def one_connection():
+    """An in-process worker (2 threads) with its listener, and one accepted connection as
+    (the worker, its connection, the client's socket, the listener's address)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        cfg = Config()
+        cfg.set("threads", 2)
+        worker = BalancedThreadWorker(0, os.getpid(), [listener], None, 30, cfg, Logger(cfg))
+        worker.wsgi = _hello
+        with socket.create_connection(listener.getsockname()) as client:
+            server_side, address = listener.accept()
+            conn = TConn(cfg, server_side, address, listener.getsockname())
+            worker.in_flight = 1  # the main loop's count: this connection
+            try:
+                yield worker, conn, client, listener.getsockname()
+            finally:
+                conn.close()
+
+
+def _answers(client: socket.socket) -> int:
+    """Responses the client has received so far."""
+    client.setblocking(False)
+    received = b""
+    while True:
+        try:
+            chunk = client.recv(65536)
+        except BlockingIOError:
+            return received.count(b"HTTP/1.1 200 OK")
+        if not chunk:
+            return received.count(b"HTTP/1.1 200 OK")
+        received += chunk
+
+
+_GET = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+def test_a_thread_answers_the_requests_that_follow_on_its_connection(one_connection):
+    worker, conn, client, _ = one_connection
+    client.sendall(_GET * 3)  # pipelined: read ahead with the first
+    assert worker.handle(conn) is True  # kept alive, back to the main loop once idle
+    assert _answers(client) == 3
+
+
+def test_a_thread_waits_a_moment_for_the_next_request(one_connection, monkeypatch):
+    worker, conn, client, _ = one_connection
+    monkeypatch.setattr(gunicorn_worker, "LINGER_SECONDS", 30.0)  # however slow this machine
+
+    def one_request_after_another() -> None:
+        received = b""
+        for count in range(1, 4):
+            client.sendall(_GET)
+            while received.count(b"\r\n\r\nok") < count:
+                received += client.recv(65536)
+        client.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=one_request_after_another)
+    sender.start()
+    assert worker.handle(conn) is False  # all three answered, then the client hung up
+    sender.join()
+
+
+def test_a_thread_hands_its_connection_back_while_another_waits_for_a_thread(one_connection):
+    worker, conn, client, _ = one_connection
+    worker.in_flight = worker.cfg.threads + 1  # one connection queued for a thread
+    client.sendall(_GET * 3)
+    assert worker.handle(conn) is True
+    assert _answers(client) == 1
+
+
+def test_a_thread_hands_its_connection_back_while_a_new_one_waits(one_connection):
+    worker, conn, client, address = one_connection
+    with socket.create_connection(address):  # waits in the listener's queue
+        client.sendall(_GET * 3)
+        assert worker.handle(conn) is True
+    assert _answers(client) == 1

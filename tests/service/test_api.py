@@ -189,6 +189,21 @@ def test_batch_limits_and_forms(model_copy):
     assert response.status_code == 415
 
 
+def test_a_batch_in_a_multipart_shape_werkzeug_parses_is_read_alike(client):
+    """A preamble and bare LF line breaks: not split in memory, parsed by werkzeug."""
+    head = b'--bb\nContent-Disposition: form-data; name="image"; filename="a.png"\n\n'
+    parts = b"".join(head + png + b"\n" for png in (PNG, digit_png("0")))
+    body = (b"a preamble\n" + parts
+            + b'--bb\nContent-Disposition: form-data; name="top_k"\n\n2\n--bb--\n')
+    response = client.post("/v1/predict/batch", data=body,
+                           content_type="multipart/form-data; boundary=bb")
+    assert response.status_code == 200
+    plain = client.post("/v1/predict/batch?top_k=2",
+                        data={"image": [(io.BytesIO(PNG), "a.png"),
+                                        (io.BytesIO(digit_png("0")), "b.png")]})
+    assert response.get_json()["results"] == plain.get_json()["results"]
+
+
 def test_model_metadata_without_weights(client, model_copy):
     from ocr_service.model_store import load_model
 
@@ -316,6 +331,20 @@ def test_metrics_count_requests_and_predictions(client):
     assert f'ocr_predictions_total{{char="{char}"}} 2.0' in text
     assert 'ocr_http_request_duration_seconds_count{route="/v1/predict",status="200"} 2.0' in text
     assert "ocr_model_info{" in text
+
+
+def test_metrics_count_the_predictions_of_a_batch(client):
+    parts = [(io.BytesIO(PNG), "a.png"), (io.BytesIO(b"junk"), "b.png"),
+             (io.BytesIO(PNG), "c.png"), (io.BytesIO(digit_png("0")), "d.png")]
+    results = client.post("/v1/predict/batch", data={"image": parts}).get_json()["results"]
+    counts: dict[str, int] = {}
+    for result in results:
+        for char in result.get("characters", []):
+            counts[char["char"]] = counts.get(char["char"], 0) + 1
+    text = client.get("/metrics").get_data(as_text=True)
+    for char, count in counts.items():
+        assert f'ocr_predictions_total{{char="{char}"}} {count}.0' in text
+    assert sum(counts.values()) == 3
 
 
 def test_recurrent_models_report_fixed_point_iterations(tmp_path, model_copy):

@@ -145,6 +145,21 @@ def test_console_script_runs_as_a_real_command(tmp_path):
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
 
 
+def test_predict_loads_neither_the_datasets_nor_the_training_code(tmp_path):
+    """``ocr-predict`` starts without the modules only training and evaluation use."""
+    script = (
+        "import sys\n"
+        "from ocr_service.cli import predict_main\n"
+        f"assert predict_main([{str(_digit_png(tmp_path))!r}]) == 0\n"
+        "print(sorted({'ocr_service.datasets', 'ocr_service.mixing', 'ocr_service.training'}"
+        " & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_training_on_digits_loads_neither_scikit_learn_scipy_nor_numba(tmp_path):
     """Users wait for the whole process: a command imports only what it uses."""
     script = (
