@@ -421,18 +421,17 @@ def _label(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """8-connected components of a stack of masks (N, H, W): labels (N, H, W) int32
     numbered 1.. in raster order through the stack (each image's after the previous
     image's), their boxes (L + 1, 4) ``(x, y, w, h)`` within their image, and how many
-    each image has (N,)."""
-    labels = np.empty(ink.shape, np.int32)
-    boxes = [np.zeros((1, 4), np.int32)]
-    counts = np.zeros(len(ink), np.intp)
-    offset = 0
-    for i, image in enumerate(ink):
-        labels[i], counts[i], image_boxes = imageops.label(image)
-        if offset:
-            np.add(labels[i], offset, out=labels[i], where=labels[i] > 0)
-        boxes.append(image_boxes[1:])
-        offset += counts[i]
-    return labels, np.concatenate(boxes), counts
+    each image has (N,).
+
+    The images are labelled as one tall image, each with a row of paper below it so that
+    no mark runs on into the next: one call instead of one per image."""
+    n, h, w = ink.shape
+    tall = np.zeros((n, h + 1, w), bool)
+    tall[:, :h] = ink
+    labels, _, boxes = imageops.label(tall.reshape(n * (h + 1), w))
+    owner, boxes[1:, 1] = np.divmod(boxes[1:, 1], h + 1)
+    counts = np.bincount(owner, minlength=n)
+    return np.ascontiguousarray(labels.reshape(n, h + 1, w)[:, :h]), boxes, counts
 
 
 #: A mark whose strong ink runs along this share of an image side is the edge of a page, a
