@@ -223,6 +223,8 @@ _RULE_SLOPES = np.tan(np.radians(np.arange(-3.0, 3.01, 0.5)))
 #: ink count must have dropped.
 _RULE_THICKNESS = 4
 _RULE_GAP = 3
+#: The page's tilt is found from every this-many-th column of ink.
+_TILT_COLUMNS = 4
 #: A stroke crossing a printed line has ink within this many pixels above and below it.
 _CROSSING_REACH = 4
 
@@ -314,12 +316,16 @@ def _shear(mask: np.ndarray) -> _Shear | None:
     reach = int(np.ceil(w * _RULE_SLOPES[-1]))
     size = h + 2 * reach
     shifts = np.rint(np.arange(w) * _RULE_SLOPES[:, None]).astype(np.intp)
-    best, best_score, best_counts = 0, -1.0, np.zeros(size, np.intp)
+    # The tilt from every _TILT_COLUMNS-th column: a printed line crosses them all.
+    tilt_ys, tilt_cols = np.nonzero(mask[:, ::_TILT_COLUMNS])
+    tilt_xs = tilt_cols * _TILT_COLUMNS
+    best, best_score = 0, -1.0
     for k, shift in enumerate(shifts):
-        counts = np.bincount(ys - shift[xs] + reach, minlength=size)
+        counts = np.bincount(tilt_ys - shift[tilt_xs] + reach, minlength=size)
         score = float(np.dot(counts, counts.astype(np.float64)))  # sum of squares
         if score > best_score:
-            best, best_score, best_counts = k, score, counts
+            best, best_score = k, score
+    best_counts = np.bincount(ys - shifts[best][xs] + reach, minlength=size)
     # A line leaving the picture at a side is measured against the part of its row inside
     # the picture: column c holds sheared rows reach - shift[c] .. reach - shift[c] + h - 1.
     first = reach - shifts[best]
