@@ -276,6 +276,8 @@ def _ruled_rows(lines: np.ndarray) -> np.ndarray:
     neither, and the positions do not drift across a page of many lines."""
     centres = _centres(lines)
     ruled = np.zeros_like(lines)
+    if centres.size < 2:  # lines so close that their margins join (a double underline)
+        return ruled
     step = float(np.median(np.diff(centres)))
     if step < 2 * _RULE_GAP:
         return ruled
@@ -332,6 +334,8 @@ def _shear(mask: np.ndarray) -> _Shear | None:
     inside = np.cumsum(np.bincount(first, minlength=size + h)
                        - np.bincount(first + h, minlength=size + h))[:size]
     rows = inside >= _RULE_PIECE * w
+    if not rows.any():  # a strip too narrow for its tilt to leave any row inside
+        return None
     # Lines across the other way add to every row alike: count only ink above that level.
     excess = best_counts - np.median(best_counts[rows])
     return _Shear(first, excess, np.where(rows, inside, np.inf))

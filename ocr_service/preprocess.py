@@ -187,17 +187,23 @@ def _onto_paper(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour types OpenCV decodes as they are: grey, RGB and RGBA, by their channels.
 _PLAIN_PNG_CHANNELS = {0: 1, 2: 3, 6: 4}
+#: What makes a PNG Pillow's to decode: an orientation (an eXIf chunk, ImageMagick's raw
+#: EXIF profile, Adobe's XMP), palette transparency, or an ICC profile (libpng warns about
+#: many, on the service's error log).
+_PILLOW_PNG_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp", b"tRNS",
+                       b"iCCP")
 
 
 def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """Grayscale (H, W) float32 of an 8-bit grey, RGB or RGBA PNG without EXIF or palette
-    transparency (what canvases, scanners and most tools write), decoded by OpenCV at a
-    fraction of Pillow's cost per upload; None for any other upload, which Pillow decodes
+    """Grayscale (H, W) float32 of an 8-bit grey, RGB or RGBA PNG without orientation, ICC
+    profile or palette transparency (what canvases and most tools write), decoded by OpenCV
+    at a fraction of Pillow's cost per upload; None for any other upload, which Pillow decodes
     (and diagnoses, if damaged)."""
     if not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
         return None
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    if depth != 8 or colour not in _PLAIN_PNG_CHANNELS or b"eXIf" in data or b"tRNS" in data:
+    if depth != 8 or colour not in _PLAIN_PNG_CHANNELS or any(
+            marker in data for marker in _PILLOW_PNG_MARKERS):
         return None
     _check_pixels(width, height, max_pixels)
     pixels = imageops.decode(data)

@@ -298,6 +298,24 @@ def test_a_long_thin_stroke_between_faint_grid_lines_is_writing():
     assert marks.ink[:, 300:].max() == 0.0  # the grid is gone
 
 
+@pytest.mark.parametrize("transpose", [False, True])
+def test_a_double_underline_is_not_a_ruling_to_space_out(transpose):
+    # Two 1-px lines 2 px apart are two thin lines whose margins join into one: there is no
+    # spacing to continue (the request failed with a 500 before).
+    gray = np.full((200, 150), 0.92, np.float32)
+    gray[150, 10:140] = gray[152, 10:140] = 0.3
+    gray[60:140, 70:74] = 0.15  # a 1
+    marks = ink_marks(gray.T if transpose else gray)
+    ink = marks.ink.T if transpose else marks.ink
+    assert ink[100, 71] > 0.99
+
+
+def test_a_strip_far_wider_than_tall_is_read():
+    gray = np.full((48, 4000), 0.92, np.float32)
+    gray[10:40, 100:104] = 0.1
+    assert ink_marks(gray).ink[20, 101] > 0.99
+
+
 def test_a_big_character_with_long_bars_is_not_taken_for_ruling():
     gray = np.full((200, 200), 0.95, np.float32)
     gray[20:26, 10:190] = 0.1  # two long, thin bars like a Z's, 90% of the width

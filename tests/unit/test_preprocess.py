@@ -179,6 +179,34 @@ def test_exif_orientation_is_applied():
     np.testing.assert_allclose(decoded, gray_upright)
 
 
+def _exif_orientation_6() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("where", ["raw_profile", "xmp"])
+def test_orientation_in_png_text_chunks_is_applied(where):
+    # ImageMagick writes EXIF as a hex "raw profile" text chunk, Adobe tools as XMP.
+    from PIL.PngImagePlugin import PngInfo
+
+    upright = np.full((60, 40), 255, np.uint8)
+    upright[5:20, 5:35] = 0
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
+    info = PngInfo()
+    if where == "raw_profile":
+        payload = b"Exif\x00\x00" + _exif_orientation_6()
+        info.add_text("Raw profile type exif",
+                      f"\nexif\n{len(payload):8d}\n{payload.hex()}\n", zip=True)
+    else:
+        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+                      'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+                      'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+                      "</rdf:RDF></x:xmpmeta>")
+    decoded = decode_image(_encode(stored, "PNG", pnginfo=info))
+    np.testing.assert_allclose(decoded, decode_image(_png(upright)))
+
+
 def test_a_damaged_exif_block_is_ignored():
     # Orientation 6 plus a corrupted maker tag: Pillow's exif_transpose raises struct.error.
     exif = (
