@@ -1,5 +1,6 @@
 """The console scripts end to end, in process (``*_main(argv)``) and as real commands."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -145,35 +146,34 @@ def test_console_script_runs_as_a_real_command(tmp_path):
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
 
 
-def test_predict_loads_neither_the_datasets_nor_the_training_code(tmp_path):
-    """``ocr-predict`` starts without the modules only training and evaluation use."""
+def _loaded(call: str, names: set[str]) -> list[str]:
+    """Which of the modules ``names`` (dotted, or top-level packages) a fresh interpreter
+    holds after running the CLI ``call`` (which must return 0)."""
     script = (
         "import sys\n"
-        "from ocr_service.cli import predict_main\n"
-        f"assert predict_main([{str(_digit_png(tmp_path))!r}]) == 0\n"
-        "print(sorted({'ocr_service.datasets', 'ocr_service.mixing', 'ocr_service.training'}"
-        " & set(sys.modules)))\n"
+        "from ocr_service.cli import predict_main, train_main\n"
+        f"assert {call} == 0\n"
+        "loaded = set(sys.modules) | {m.split('.')[0] for m in sys.modules}\n"
+        f"print(sorted(set({sorted(names)!r}) & loaded))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    return ast.literal_eval(done.stdout.splitlines()[-1])
+
+
+def test_predict_loads_neither_the_datasets_nor_the_training_code_nor_scipy(tmp_path):
+    """``ocr-predict`` starts without the modules only training and evaluation use."""
+    call = f"predict_main([{str(_digit_png(tmp_path))!r}])"
+    assert _loaded(call, {"ocr_service.datasets", "ocr_service.mixing",
+                          "ocr_service.training", "scipy"}) == []
 
 
 def test_training_on_digits_loads_neither_scikit_learn_scipy_nor_numba(tmp_path):
     """Users wait for the whole process: a command imports only what it uses."""
-    script = (
-        "import sys\n"
-        "from ocr_service.cli import train_main\n"
-        f"assert train_main(['--dataset', 'digits', '--epochs', '1', '--quiet', '--out', "
-        f"{str(tmp_path / 'm')!r}]) == 0\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'numba', "
-        "'PIL', 'matplotlib'}))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "[]"
+    call = (f"train_main(['--dataset', 'digits', '--epochs', '1', '--quiet', '--out', "
+            f"{str(tmp_path / 'm')!r}])")
+    assert _loaded(call, {"sklearn", "scipy", "numba", "PIL", "matplotlib"}) == []
 
 
 @pytest.mark.slow
