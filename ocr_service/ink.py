@@ -352,7 +352,8 @@ def _ruled(shear: _Shear, span: float, least: int) -> np.ndarray | None:
     lines, found = _thin_lines(shear.excess, span * shear.inside)
     if found < least:
         return None
-    faint, _ = _thin_lines(shear.excess, _RULE_FAINT * shear.inside)
+    faint = (lines if span == _RULE_FAINT
+             else _thin_lines(shear.excess, _RULE_FAINT * shear.inside)[0])
     ruled = faint & _ruled_rows(lines | faint)
     if span >= _RULE_SPAN:
         return lines | ruled
