@@ -11,7 +11,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["decode", "dilate", "erode", "grey", "label", "opening", "resize", "smooth1d"]
+__all__ = [
+    "decode", "dilate", "distance", "erode", "grey", "label", "median", "opening", "resize",
+    "smooth1d",
+]
 
 # A worker reads one upload per thread and the service runs a worker per core: OpenCV's
 # own thread pool would only oversubscribe the cores (as a multi-threaded BLAS does).
@@ -59,6 +62,20 @@ def opening(image: np.ndarray, size: int) -> np.ndarray:
     what is left when every bright structure narrower than the square is taken away."""
     return cv2.morphologyEx(image, cv2.MORPH_OPEN, _square(size),
                             borderType=cv2.BORDER_REPLICATE)
+
+
+def distance(mask: np.ndarray) -> np.ndarray:
+    """Distance (H, W) float32, in pixels, from every pixel of ``mask`` (H, W) bool to the
+    nearest pixel outside it (0 outside; a 3x3 approximation of the Euclidean distance)."""
+    return cv2.distanceTransform(np.ascontiguousarray(mask).view(np.uint8), cv2.DIST_L2, 3)
+
+
+def median(image: np.ndarray, size: int) -> np.ndarray:
+    """Median of every pixel's ``size`` x ``size`` square (odd ``size``) of ``image`` (H, W)
+    float32 in [0, 1], edges repeated outwards: float32, in steps of 1/255 (OpenCV takes
+    medians over windows wider than 5 on 8-bit images only)."""
+    levels = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return cv2.medianBlur(levels, size).astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def label(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:

@@ -546,6 +546,74 @@ class InkMarks:
     boxes: np.ndarray
 
 
+#: A mark spanning this share of the picture's width or height, written with a pen at
+#: least ``_MIN_HALF_WIDTH`` pixels wide each side of its middle, may have lines drawn
+#: across it (crossing out, a noisy test picture, a ruler's edge): lines ``_THIN_RATIO``
+#: times thinner than the writing that run across this share of the picture are erased.
+_CROSSING_SPAN = 0.4
+_MIN_HALF_WIDTH = 3.0
+_THIN_RATIO = 2.5
+#: Strokes at most this share of a mark's longer side wide each side of their middle.
+_BLOT_WIDTH = 0.075
+#: The writing's half-width: the distance to the paper that this share of its pixels lie
+#: within.
+_WIDTH_QUANTILE = 0.95
+#: Ink this dark (of the ink level) is solid: widths are measured without the blur around
+#: strokes, and a piece of writing holds a stroke at least this share of its half-width.
+_SOLID = 0.5
+_THICK = 2.0 / 3.0
+
+
+def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
+                    ) -> np.ndarray | None:
+    """The pixels (bool like ``mark``) of ``mark`` (a box (H', W') bool around one mark of a
+    picture ``h`` x ``w``) on thin lines drawn across it, and on what they cut off from
+    the writing; None when it has none. Widths are those of its ``solid`` ink (``_SOLID``).
+
+    A pixel's stroke is as wide as the widest one within the writing's width of it, so a
+    line's pixels beside a thick stroke belong to that stroke, and lines crossing it leave
+    it whole. A mark whose strokes are not far thinner than it is large is a blot, not
+    writing, and is left alone."""
+    dist = imageops.distance(solid)
+    half = _quantiles(dist[solid], _WIDTH_QUANTILE)[0] if solid.any() else 0.0
+    if not _MIN_HALF_WIDTH <= half <= _BLOT_WIDTH * max(mark.shape):
+        return None
+    width = imageops.dilate(dist, 2 * int(np.ceil(half)) + 1)
+    thin = mark & (width < half / _THIN_RATIO)
+    _, _, boxes = imageops.label(thin)
+    if not ((boxes[1:, 2] >= _CROSSING_SPAN * w) | (boxes[1:, 3] >= _CROSSING_SPAN * h)).any():
+        return None
+    # One line across makes the others lines too, however short the writing cut them.
+    # What is left of the writing without them: its pieces holding a thick stroke.
+    rest, n, _ = imageops.label(mark & ~thin)
+    holds = np.bincount(rest[dist >= _THICK * half], minlength=n + 1) > 0
+    holds[0] = False
+    return mark & ~np.take(holds, rest)
+
+
+def _uncrossed(marks: InkMarks) -> InkMarks:
+    """``marks`` (of one picture) without the ``_crossing_lines`` of its marks that span
+    ``_CROSSING_SPAN`` of the picture, relabelled when any were erased."""
+    h, w = marks.ink.shape
+    if min(h, w) < _LOCAL_BACKGROUND_SIDE:
+        return marks
+    boxes = marks.boxes
+    ink = marks.ink
+    for k in np.flatnonzero((boxes[:, 2] >= _CROSSING_SPAN * w)
+                            | (boxes[:, 3] >= _CROSSING_SPAN * h)):
+        x, y, bw, bh = boxes[k].tolist()
+        mark = marks.labels[y : y + bh, x : x + bw] == k
+        lines = _crossing_lines(mark, mark & (ink[y : y + bh, x : x + bw] >= _SOLID), h, w)
+        if lines is not None:
+            if ink is marks.ink:
+                ink = ink.copy()
+            ink[y : y + bh, x : x + bw][lines] = 0.0
+    if ink is marks.ink:
+        return marks
+    labels, count, boxes = imageops.label(ink > 0)
+    return InkMarks(ink, labels, count, boxes)
+
+
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
 
@@ -579,6 +647,44 @@ def _dark_ink(levels: Sequence[Any]) -> Any:
     return ((light ^ True) | to_dark) & (to_light ^ True)
 
 
+def _two_sided(levels: Sequence[Any]) -> Any:
+    """Whether an eighth of the pixels lies past half-way to each extreme (levels as
+    ``_dark_ink`` takes them): paper shaded from dark to light across the picture, whose
+    levels cannot tell which extreme is ink."""
+    low, eighth, _, paper, _, seven_eighths, high = levels
+    return (eighth < (paper + low) / 2) & (seven_eighths > (paper + high) / 2)
+
+
+#: Share of the pixels at each end of their difference from the neighbourhood's median that
+#: ``_dark_locally`` compares: writing covers more than this, a page's noise is less.
+_STANDOUT = 0.005
+
+
+def _dark_locally(gray: np.ndarray) -> bool:
+    """Whether the pixels of ``gray`` (H, W) that stand out darkest from their neighbourhood
+    stand out farther than the lightest ones.
+
+    The neighbourhood is a square a third of the shorter side (on a copy reduced to about
+    ``_BACKGROUND_SIDE`` pixels): its median is the paper there, however the paper is
+    shaded, since writing covers less than half of it, and a stroke stands out of it on the
+    ink's side only."""
+    h, w = gray.shape
+    factor = max(1, min(h, w) // _BACKGROUND_SIDE)
+    small = imageops.resize(gray, w // factor, h // factor) if factor > 1 else gray
+    residual = small - imageops.median(small, 2 * (min(small.shape) // 6) + 1)
+    darkest, lightest = _quantiles(residual, _STANDOUT, 1.0 - _STANDOUT)
+    return -darkest > lightest
+
+
+def _dark_ink_of(gray: np.ndarray, levels: Sequence[float]) -> bool:
+    """``_dark_ink`` of one image (H, W) with its ``levels``; when they are two-sided on an
+    image large enough for a local paper level, the neighbourhoods decide
+    (``_dark_locally``)."""
+    if min(gray.shape) >= _LOCAL_BACKGROUND_SIDE and _two_sided(levels):
+        return _dark_locally(gray)
+    return bool(_dark_ink(levels))
+
+
 def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
     label the ink again (``segment.segment_ink(marks)``)."""
@@ -590,7 +696,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     # one partition serves both polarities.
     k_mirror = flat.size - 1 - k_mid
     part = np.partition(flat, [*ks, k_mirror])
-    if not _dark_ink(part[ks].tolist()):
+    if not _dark_ink_of(gray, part[ks].tolist()):
         x = _writing(gray, part[k_mid], dark_ink=False)
     else:
         x = _writing(1.0 - gray, np.float32(1.0) - part[k_mirror], dark_ink=True)
@@ -625,7 +731,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     np.minimum(ink, 1.0, out=ink)
     _drop(ink, labels, keep)
     boxes[~keep] = 0
-    return InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes)
+    return _uncrossed(InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes))
 
 
 def ink_marks_many(
@@ -704,7 +810,12 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     k_mid = ks[_MEDIAN]
     k_mirror = size - 1 - k_mid  # as in ink_marks
     part = np.partition(sample, [*ks, k_mirror], axis=1)
-    dark_ink = _dark_ink(part[:, ks].T.astype(np.float64))
+    levels = part[:, ks].astype(np.float64)
+    if min(h, w) < _LOCAL_BACKGROUND_SIDE:
+        dark_ink = _dark_ink(levels.T)
+    else:  # a few images only (STACK_PIXELS): each its own _dark_ink_of
+        dark_ink = np.array([_dark_ink_of(g, lv) for g, lv in zip(gray, levels.tolist(),
+                                                                  strict=True)])
     x = gray.copy()
     np.subtract(np.float32(1.0), x, out=x, where=dark_ink[:, None, None])
     # each image's median (in the dark-ink case, of 1 - gray): its paper level when small
@@ -739,7 +850,8 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     np.subtract(labels, firsts[:, None, None], out=labels, where=labels > 0)
     boxes[~keep] = 0
     return [
-        InkMarks(ink[i], labels[i], kept[i], _own_boxes(boxes, firsts[i], counts[i]))
+        _uncrossed(InkMarks(ink[i], labels[i], kept[i],
+                            _own_boxes(boxes, firsts[i], counts[i])))
         if kept[i]
         else NoInkError(_NO_WRITING if no_ink[i] else _BLANK if blank[i] else _ONLY_SPECKS)
         for i in range(n)

@@ -80,3 +80,22 @@ def test_decode_gives_stored_pixels_or_none_and_grey_weighs_colours_as_pillow(rn
     pillow = np.asarray(Image.fromarray(rgb, "RGB").convert("L"), np.int16)
     assert np.abs(imageops.grey(pixels).astype(np.int16) - pillow).max() <= 1
     assert imageops.decode(b"not an image") is None
+
+
+@pytest.mark.parametrize("size", [3, 7, 33])
+def test_median_is_a_median_filter_with_edges_repeated_in_steps_of_1_255(rng, size):
+    image = rng.random((40, 57)).astype(np.float32)
+    levels = np.rint(image * 255.0) / 255.0
+    expected = ndimage.median_filter(levels, size, mode="nearest")
+    np.testing.assert_allclose(imageops.median(image, size), expected, atol=1e-6)
+
+
+def test_distance_is_the_euclidean_distance_to_the_outside_within_a_tenth(rng):
+    mask = np.zeros((60, 80), bool)
+    mask[10:50, 20:70] = True
+    mask[25:30, 40:45] = False
+    mask |= rng.random(mask.shape) < 0.05
+    found = imageops.distance(mask)
+    exact = ndimage.distance_transform_edt(mask)
+    assert found.dtype == np.float32 and (found[~mask] == 0).all()
+    np.testing.assert_allclose(found[mask], exact[mask], rtol=0.1)

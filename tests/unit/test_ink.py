@@ -345,3 +345,53 @@ def test_low_contrast_ballpoint_on_beige_paper_is_ink(digits):
     marks = ink_marks(gray.astype(np.float32))
     rows, cols = np.nonzero(marks.ink > 0.5)
     assert rows.min() >= 100 and rows.max() < 225 and cols.min() >= 150 and cols.max() < 275
+
+
+@pytest.mark.parametrize("dark", [True, False])
+def test_writing_on_paper_shaded_from_black_to_white_keeps_its_polarity(digits, dark):
+    # A diagonal gradient over the whole range puts an eighth of the pixels near each
+    # extreme: the levels cannot tell ink from paper, the strokes' neighbourhoods can.
+    yy, xx = np.mgrid[0:1:300j, 0:1:300j]
+    page = ((xx + yy) / 2).astype(np.float32)
+    stroke = _page_with(digits[6], (40, 60), size=220, shape=(300, 300)) < 0.5
+    page[stroke] = 0.0
+    marks = ink_marks(page if dark else 1.0 - page)
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    assert (marks.ink[stroke & (xx + yy > 0.6)] > 0.5).mean() > 0.9  # the 6, where it shows
+    assert rows.min() >= 40 and cols.min() >= 60 and (marks.ink[~stroke] > 0.5).mean() < 0.01
+    _assert_same_as_alone([page, 1.0 - page])
+
+
+def _crossed_one() -> np.ndarray:
+    """A 200x200 page: a thick marker 1 (14 px) with three 2-px lines drawn across it."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (200, 200), 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(100, 20), (100, 180)], fill=0, width=14)
+    draw.line([(70, 55), (100, 20)], fill=0, width=12)
+    for line in [(0, 30, 160, 200), (0, 130, 200, 90), (130, 0, 80, 200)]:
+        draw.line(line, fill=0, width=2)
+    return np.asarray(image, np.float32) / 255.0
+
+
+def test_thin_lines_drawn_across_thick_writing_are_erased():
+    page = _crossed_one()
+    marks = ink_marks(page)
+    cols = np.nonzero(marks.ink > 0.5)[1]
+    assert marks.count == 1 and cols.min() >= 55 and cols.max() <= 115  # the 1, no lines
+    assert (marks.ink[25:175, 98:103] > 0.5).all()  # whole where they crossed it
+    _assert_same_as_alone([page, 1.0 - page])
+
+
+def test_thin_writing_and_a_thick_blot_are_left_alone():
+    from PIL import Image, ImageDraw
+
+    thin = _crossed_one()
+    thin[:, 80:125] = 1.0  # the lines without the 1: nothing thicker to be thinner than
+    assert np.count_nonzero(ink_marks(thin).ink > 0.5) > 0.9 * np.count_nonzero(thin < 0.5)
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).ellipse([10, 75, 60, 125], fill=0)  # a blot 50 px across ...
+    ImageDraw.Draw(image).line([(0, 100), (200, 100)], fill=0, width=2)  # ... and a line
+    blot = np.asarray(image, np.float32) / 255.0
+    assert (ink_marks(blot).ink[100, 60:] > 0.5).all()
