@@ -15,9 +15,9 @@ from ocr_service.image_eval import load_labelled_images
 from ocr_testing.server_utils import REPO
 
 REALWORLD = REPO.parent / "shared" / "realworld-dev"
-#: The shipped model's share read right, less a margin for float rounding across machines:
+#: The shipped model's share read right, less one image for float rounding across machines:
 #: a change that reads fewer real captures fails here.
-FLOOR = 0.94
+FLOOR = 0.955
 
 pytestmark = [
     pytest.mark.slow,
