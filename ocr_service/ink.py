@@ -570,16 +570,18 @@ def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
     picture ``h`` x ``w``) on thin lines drawn across it, and on what they cut off from
     the writing; None when it has none. Widths are those of its ``solid`` ink (``_SOLID``).
 
-    A pixel's stroke is as wide as the widest one within the writing's width of it, so a
-    line's pixels beside a thick stroke belong to that stroke, and lines crossing it leave
-    it whole. A mark whose strokes are not far thinner than it is large is a blot, not
-    writing, and is left alone."""
+    A pixel within the writing's half-width of a stroke's middle belongs to that stroke, so
+    a line's pixels beside a thick stroke do, and lines crossing it leave it whole. A mark
+    whose strokes are not far thinner than it is large is a blot, not writing, and is left
+    alone."""
     dist = imageops.distance(solid)
     half = _quantiles(dist[solid], _WIDTH_QUANTILE)[0] if solid.any() else 0.0
     if not _MIN_HALF_WIDTH <= half <= _BLOT_WIDTH * max(mark.shape):
         return None
-    width = imageops.dilate(dist, 2 * int(np.ceil(half)) + 1)
-    thin = mark & (width < half / _THIN_RATIO)
+    # Pixels of strokes at least 1 / _THIN_RATIO of the writing's width, and those within
+    # its half-width of one (a distance transform: its cost does not grow with the width).
+    stroke = imageops.distance(dist < half / _THIN_RATIO) <= half
+    thin = mark & ~stroke
     _, _, boxes = imageops.label(thin)
     if not ((boxes[1:, 2] >= _CROSSING_SPAN * w) | (boxes[1:, 3] >= _CROSSING_SPAN * h)).any():
         return None
