@@ -2,7 +2,8 @@
 
 Polarity and paper level come from the image itself, Otsu's threshold and a robust noise
 level separate ink from paper, and 8-connected marks too small to be writing (specks) or
-framing a photographed page are dropped. ``ink_marks`` reads one image;
+framing a photographed page are dropped, as are printed ruling and thin lines drawn across
+thick writing. ``ink_marks`` reads one image;
 ``ink_marks_many`` reads images of one size as one stack, with the same results.
 """
 
@@ -620,7 +621,8 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np
     """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
 
     Polarity comes from the image: the median is paper (ink covers far less than half of a
-    page), and ink is whichever extreme lies farther from it. Raises ``NoInkError`` for blank
+    page), and ink is whichever extreme lies farther from it (on paper shaded over the whole
+    range, whichever stands out from its neighbourhood). Raises ``NoInkError`` for blank
     pages, noise and low-contrast photos.
     """
     return ink_marks(gray, min_contrast=min_contrast).ink
