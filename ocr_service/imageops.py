@@ -64,10 +64,16 @@ def opening(image: np.ndarray, size: int) -> np.ndarray:
                             borderType=cv2.BORDER_REPLICATE)
 
 
-def distance(mask: np.ndarray) -> np.ndarray:
+def distance(mask: np.ndarray, *, beyond: bool = False) -> np.ndarray:
     """Distance (H, W) float32, in pixels, from every pixel of ``mask`` (H, W) bool to the
-    nearest pixel outside it (0 outside; a 3x3 approximation of the Euclidean distance)."""
-    return cv2.distanceTransform(np.ascontiguousarray(mask).view(np.uint8), cv2.DIST_L2, 3)
+    nearest pixel outside it (0 outside; a 3x3 approximation of the Euclidean distance).
+    What lies beyond the array's edges is outside the mask, or with ``beyond`` inside it
+    (a mask of all True is then infinitely far from the outside: float32's maximum)."""
+    pixels = np.ascontiguousarray(mask).view(np.uint8)
+    if beyond:  # OpenCV's own convention
+        return cv2.distanceTransform(pixels, cv2.DIST_L2, 3)
+    framed = cv2.copyMakeBorder(pixels, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    return cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1]
 
 
 def median(image: np.ndarray, size: int) -> np.ndarray:

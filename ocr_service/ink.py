@@ -559,10 +559,15 @@ _BLOT_WIDTH = 0.075
 #: The writing's half-width: the distance to the paper that this share of its pixels lie
 #: within.
 _WIDTH_QUANTILE = 0.95
-#: Ink this dark (of the ink level) is solid: widths are measured without the blur around
-#: strokes, and a piece of writing holds a stroke at least this share of its half-width.
-_SOLID = 0.5
+#: Widths are measured on ink this dark (of the ink level) or darker, without the faint blur
+#: around strokes (which would widen thin lines) but with a faded stroke.
+_SOLID = 0.25
+#: What the lines cut off is kept when it holds a stroke at least this share of the
+#: writing's half-width.
 _THICK = 2.0 / 3.0
+#: Boxes of marks examined for crossing lines, at most this many times the picture's pixels
+#: (largest marks first): dozens of nested rings must not cost dozens of pictures' work.
+_CROSSING_WORK = 2.0
 
 
 def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
@@ -581,7 +586,7 @@ def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
         return None
     # Pixels of strokes at least 1 / _THIN_RATIO of the writing's width, and those within
     # its half-width of one (a distance transform: its cost does not grow with the width).
-    stroke = imageops.distance(dist < half / _THIN_RATIO) <= half
+    stroke = imageops.distance(dist < half / _THIN_RATIO, beyond=True) <= half
     thin = mark & ~stroke
     _, _, boxes = imageops.label(thin)
     if not ((boxes[1:, 2] >= _CROSSING_SPAN * w) | (boxes[1:, 3] >= _CROSSING_SPAN * h)).any():
@@ -596,15 +601,20 @@ def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
 
 def _uncrossed(marks: InkMarks) -> InkMarks:
     """``marks`` (of one picture) without the ``_crossing_lines`` of its marks that span
-    ``_CROSSING_SPAN`` of the picture, relabelled when any were erased."""
+    ``_CROSSING_SPAN`` of the picture (the largest first, within ``_CROSSING_WORK``),
+    relabelled when any were erased."""
     h, w = marks.ink.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return marks
-    boxes = marks.boxes
+    spans = marks.boxes
+    spanning = np.flatnonzero((spans[:, 2] >= _CROSSING_SPAN * w)
+                              | (spans[:, 3] >= _CROSSING_SPAN * h))
+    areas = spans[spanning, 2].astype(np.int64) * spans[spanning, 3]
+    order = np.argsort(-areas, kind="stable")
+    examined = spanning[order][np.cumsum(areas[order]) <= _CROSSING_WORK * h * w]
     ink = marks.ink
-    for k in np.flatnonzero((boxes[:, 2] >= _CROSSING_SPAN * w)
-                            | (boxes[:, 3] >= _CROSSING_SPAN * h)):
-        x, y, bw, bh = boxes[k].tolist()
+    for k in examined:
+        x, y, bw, bh = spans[k].tolist()
         mark = marks.labels[y : y + bh, x : x + bw] == k
         lines = _crossing_lines(mark, mark & (ink[y : y + bh, x : x + bw] >= _SOLID), h, w)
         if lines is not None:
@@ -618,7 +628,8 @@ def _uncrossed(marks: InkMarks) -> InkMarks:
 
 
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
-    """Ink map (H, W) float32 in [0, 1] of a grayscale image: ink = 1, paper and specks = 0.
+    """Ink map (H, W) float32 in [0, 1] of a grayscale image (H, W; levels in [0, 1]): ink =
+    1, paper and specks = 0.
 
     Polarity comes from the image: the median is paper (ink covers far less than half of a
     page), and ink is whichever extreme lies farther from it (on paper shaded over the whole
@@ -652,11 +663,14 @@ def _dark_ink(levels: Sequence[Any]) -> Any:
 
 
 def _two_sided(levels: Sequence[Any]) -> Any:
-    """Whether an eighth of the pixels lies past half-way to each extreme (levels as
-    ``_dark_ink`` takes them): paper shaded from dark to light across the picture, whose
-    levels cannot tell which extreme is ink."""
+    """Whether an eighth of the pixels lies past half-way to each extreme, and each extreme
+    has half the other's contrast or more (levels as ``_dark_ink`` takes them): paper shaded
+    from dark to light across the picture, whose levels cannot tell which extreme is ink.
+    A lit page on a dark desk is not: its light side has little contrast to offer."""
     low, eighth, _, paper, _, seven_eighths, high = levels
-    return (eighth < (paper + low) / 2) & (seven_eighths > (paper + high) / 2)
+    dark, light = paper - low, high - paper
+    return ((eighth < (paper + low) / 2) & (seven_eighths > (paper + high) / 2)
+            & (dark >= light / 2) & (light >= dark / 2))
 
 
 #: Share of the pixels at each end of their difference from the neighbourhood's median that

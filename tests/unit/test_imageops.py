@@ -99,3 +99,9 @@ def test_distance_is_the_euclidean_distance_to_the_outside_within_a_tenth(rng):
     exact = ndimage.distance_transform_edt(mask)
     assert found.dtype == np.float32 and (found[~mask] == 0).all()
     np.testing.assert_allclose(found[mask], exact[mask], rtol=0.1)
+
+
+def test_distance_counts_what_lies_beyond_the_edges_as_outside_unless_told():
+    mask = np.ones((3, 5), bool)
+    np.testing.assert_allclose(imageops.distance(mask)[1], [1, 2, 2, 2, 1], rtol=0.1)
+    assert (imageops.distance(mask, beyond=True) > 1e30).all()

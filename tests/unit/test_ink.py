@@ -362,17 +362,35 @@ def test_writing_on_paper_shaded_from_black_to_white_keeps_its_polarity(digits, 
     _assert_same_as_alone([page, 1.0 - page])
 
 
-def _crossed_one() -> np.ndarray:
-    """A 200x200 page: a thick marker 1 (14 px) with three 2-px lines drawn across it."""
+def test_a_page_on_a_dark_desk_keeps_its_dark_ink():
+    # The desk, a third of the photo, and the page lit from 0.85 to 0.95 put an eighth of the
+    # pixels past half-way to each extreme, but the light side has little contrast to offer.
+    page = np.zeros((750, 1000), np.float32)
+    page[75:675, 100:900] = 1.0
+    gray = 0.12 + (0.85 + 0.1 * np.linspace(0.0, 1.0, 1000)[None, :] - 0.12) * page
+    gray[250:500, 300:306] *= 0.25  # a 1
+    marks = ink_marks(gray.astype(np.float32))
+    assert marks.count == 1 and (marks.ink[250:500, 300:306] > 0.5).all()
+
+
+def _drawn(strokes: list[tuple[tuple[int, ...], int, int]]) -> np.ndarray:
+    """A 200x200 white page (float32) with ``strokes``: (line, pen width, grey level 0..255)."""
     from PIL import Image, ImageDraw
 
     image = Image.new("L", (200, 200), 255)
     draw = ImageDraw.Draw(image)
-    draw.line([(100, 20), (100, 180)], fill=0, width=14)
-    draw.line([(70, 55), (100, 20)], fill=0, width=12)
-    for line in [(0, 30, 160, 200), (0, 130, 200, 90), (130, 0, 80, 200)]:
-        draw.line(line, fill=0, width=2)
+    for line, width, level in strokes:
+        draw.line(line, fill=level, width=width)
     return np.asarray(image, np.float32) / 255.0
+
+
+def _crossed_one() -> np.ndarray:
+    """A thick marker 1 (14 px) with four lines (2 and 4 px) drawn across it, and a blot
+    (7 px) on one of them away from the 1, where the pen rested."""
+    return _drawn([((100, 20, 100, 180), 14, 0), ((70, 55, 100, 20), 12, 0),
+                   ((0, 30, 160, 200), 2, 0), ((0, 130, 200, 90), 2, 0),
+                   ((130, 0, 80, 200), 2, 0), ((0, 155, 200, 85), 4, 0),
+                   ((166, 97, 172, 96), 7, 0)])
 
 
 def test_thin_lines_drawn_across_thick_writing_are_erased():
@@ -382,6 +400,18 @@ def test_thin_lines_drawn_across_thick_writing_are_erased():
     assert marks.count == 1 and cols.min() >= 55 and cols.max() <= 115  # the 1, no lines
     assert (marks.ink[25:175, 98:103] > 0.5).all()  # whole where they crossed it
     _assert_same_as_alone([page, 1.0 - page])
+
+
+@pytest.mark.parametrize("level", [0, 150])
+def test_thick_writing_keeps_its_thinner_and_fainter_strokes(level):
+    # A 7: a 5 px stem under an 8 px bar along the top of its box, then a 14 px marker 7
+    # whose bar is fainter (grey ``level``) and ends in a short 3 px flourish.
+    seven = _drawn([((150, 30, 90, 190), 5, 0), ((40, 30, 150, 30), 8, 0)])
+    assert (ink_marks(seven).ink[40:185].max(axis=1) > 0.5).all()  # the stem is kept
+    marker = _drawn([((150, 40, 90, 180), 14, 0), ((50, 40, 150, 40), 14, level),
+                     ((50, 40, 35, 60), 3, level)])
+    marks = ink_marks(marker)
+    assert (marks.ink[36:45, 55:130] > 0).all() and marks.ink[50:56, 40:45].max() > 0
 
 
 def test_thin_writing_and_a_thick_blot_are_left_alone():
