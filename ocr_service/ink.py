@@ -167,6 +167,14 @@ def _rebuild(marker: np.ndarray, mask: np.ndarray, steps: int, *, settle: bool =
     return marker
 
 
+def _reduced(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` (H, W) reduced by block means to about ``_BACKGROUND_SIDE`` pixels on its
+    shorter side, and the reduction factor (1: ``x`` itself, already that small)."""
+    h, w = x.shape
+    factor = max(1, min(h, w) // _BACKGROUND_SIDE)
+    return (imageops.resize(x, w // factor, h // factor) if factor > 1 else x), factor
+
+
 def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     """Local paper level of ``x`` (ink high).
 
@@ -182,9 +190,9 @@ def _background(x: np.ndarray, median: np.float32) -> np.ndarray | np.float32:
     h, w = x.shape
     if min(h, w) < _LOCAL_BACKGROUND_SIDE:
         return median
-    factor = max(1, min(h, w) // _BACKGROUND_SIDE)
-    # block means when reduced
-    small = imageops.resize(x, w // factor, h // factor) if factor > 1 else _denoised(x)
+    small, factor = _reduced(x)
+    if factor == 1:  # not reduced, so its noise is not averaged away: take the peaks out
+        small = _denoised(x)
     size = 2 * (min(small.shape) // 6) + 1
     # Grown into the corners the square could not reach (a shadow's rounded end), under
     # the image with its thin strokes taken out, so that growth never runs along writing.
@@ -686,9 +694,7 @@ def _dark_locally(gray: np.ndarray) -> bool:
     ``_BACKGROUND_SIDE`` pixels): its median is the paper there, however the paper is
     shaded, since writing covers less than half of it, and a stroke stands out of it on the
     ink's side only."""
-    h, w = gray.shape
-    factor = max(1, min(h, w) // _BACKGROUND_SIDE)
-    small = imageops.resize(gray, w // factor, h // factor) if factor > 1 else gray
+    small, _ = _reduced(gray)
     residual = small - imageops.median(small, 2 * (min(small.shape) // 6) + 1)
     darkest, lightest = _quantiles(residual, _STANDOUT, 1.0 - _STANDOUT)
     return -darkest > lightest
