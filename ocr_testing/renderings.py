@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 __all__ = [
     "CAPTURES", "RENDERINGS", "DigitString", "drawn_seven", "grid_paper_photo",
@@ -204,7 +204,6 @@ class DigitString:
 def drawn_seven(size: int = 28, mode: str = "L") -> bytes:
     """A black-on-white "7" of ``size`` pixels, PNG: 28x28 grayscale as a user's small upload
     would be; 280x280 "RGBA" as the drawing page sends its opaque canvas."""
-    from PIL import ImageDraw
 
     img = Image.new(mode, (size, size), "white")
     corners = [(7, 6), (21, 6), (12, 23)]

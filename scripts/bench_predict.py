@@ -27,16 +27,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from ocr_service import predictor as predictor_module  # noqa: E402
-from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
-from ocr_service.features import model_inputs  # noqa: E402
-from ocr_service.ink import ink_from_gray, ink_marks_many  # noqa: E402
-from ocr_service.predictor import Predictor  # noqa: E402
-from ocr_service.preprocess import decode_image, normalize_character  # noqa: E402
-from ocr_service.segment import segment_ink  # noqa: E402
-from ocr_testing.renderings import drawn_seven, white_on_black_png  # noqa: E402
+from ocr_service import predictor as predictor_module
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.features import model_inputs
+from ocr_service.ink import ink_from_gray, ink_marks_many
+from ocr_service.predictor import Predictor
+from ocr_service.preprocess import decode_image, normalize_character
+from ocr_service.segment import segment_ink
+from ocr_testing.renderings import drawn_seven, white_on_black_png
 
 BATCH = 64  # the service's default batch cap (OCR_MAX_BATCH)
 BATCH_ROW = f"predict_many over {BATCH} uploads, per upload"

@@ -201,10 +201,15 @@ def ready(port: int, path: str) -> bool:
         return False
 
 
+def _worker_pids(master: int) -> list[str]:
+    """The process ids of the master's worker processes."""
+    return Path(f"/proc/{master}/task/{master}/children").read_text().split()
+
+
 def workers_cpu_s(master: int) -> float:
     """User + system CPU time of the master's worker processes so far, seconds."""
     total = 0
-    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+    for pid in _worker_pids(master):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (after pid and name)
     return total / os.sysconf("SC_CLK_TCK")
@@ -212,9 +217,8 @@ def workers_cpu_s(master: int) -> float:
 
 def worker_rss_mb(master: int, with_master: bool = False) -> list[float]:
     """Resident set size of each of the master's worker processes (and of the master), MiB."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     sizes = []
-    for pid in [str(master)] * with_master + children:
+    for pid in [str(master)] * with_master + _worker_pids(master):
         status = Path(f"/proc/{pid}/status").read_text()
         kb = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
         sizes.append(kb / 1024)

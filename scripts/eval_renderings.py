@@ -22,12 +22,10 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from ocr_service.datasets import load_dataset, split_dataset  # noqa: E402
-from ocr_service.image_errors import ImageError  # noqa: E402
-from ocr_service.predictor import REJECT, Predictor  # noqa: E402
-from ocr_testing.renderings import (  # noqa: E402
+from ocr_service.datasets import load_dataset, split_dataset
+from ocr_service.image_errors import ImageError
+from ocr_service.predictor import REJECT, Predictor
+from ocr_testing.renderings import (
     CAPTURES,
     RENDERINGS,
     DigitString,
