@@ -128,16 +128,16 @@ def load_mixed(
         except DatasetError as exc:
             raise DatasetError(f"{spec.label}: {exc}") from None
         to_mixed = _class_map(ds, classes, spec.label)
-        x, y = splits.train
-        parts["x"].append(np.tile(x, (spec.weight, 1, 1)) if spec.weight > 1 else x)
-        parts["y"].append(np.tile(to_mixed[y], spec.weight))
         # Validation weighs each source as training does: it picks the epoch that is kept,
         # and a few corrections among hundreds of general images would not count.
-        vx, vy = splits.val
-        parts["vx"].append(np.tile(vx, (spec.weight, 1, 1)) if spec.weight > 1 else vx)
-        parts["vy"].append(np.tile(to_mixed[vy], spec.weight))
+        for (images, labels), (x_key, y_key) in ((splits.train, ("x", "y")),
+                                                 (splits.val, ("vx", "vy"))):
+            parts[x_key].append(np.tile(images, (spec.weight, 1, 1)) if spec.weight > 1
+                                else images)
+            parts[y_key].append(np.tile(to_mixed[labels], spec.weight))
         tests[spec.label] = (splits.test[0], to_mixed[splits.test[1]])
-        sizes[spec.label] = {"images": len(ds), "train": len(y), "val": len(splits.val[1]),
+        sizes[spec.label] = {"images": len(ds), "train": len(splits.train[1]),
+                             "val": len(splits.val[1]),
                              "test": len(splits.test[1]), "weight": spec.weight}
     return Mixed(
         classes=list(classes),
