@@ -28,7 +28,7 @@ from .model_store import (
     save_model,
     strip_suffix,
 )
-from .nn import MLP, NETWORK_KINDS
+from .nn import MLP, NETWORK_KINDS, network_class
 from .nn.layers import ACTIVATIONS
 from .options import DEFAULT_SEGMENT, DEFAULT_TOP_K, SEGMENT_MODES
 from .schemes import SCHEMES
@@ -184,7 +184,7 @@ def _check_writable(out: Path) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from .training import DEFAULT_HIDDEN, DEFAULT_LR, TrainConfig
+    from .training import DEFAULT_LR, TrainConfig
 
     p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
     _add_dataset_args(p, required=True, several=True)
@@ -198,7 +198,7 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_hidden_sizes, default=None,
                    help=f"hidden layer sizes (default {','.join(map(str, d.hidden))}; "
                         "rbp uses the first as its state size, default "
-                        f"{DEFAULT_HIDDEN['rbp'][0]})")
+                        f"{network_class('rbp').DEFAULT_HIDDEN[0]})")
     p.add_argument("--activation", choices=sorted(ACTIVATIONS),
                    default=None, help="hidden activation (default relu)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs)

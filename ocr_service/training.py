@@ -44,8 +44,6 @@ CALIBRATION_RULE = "validation answers below the threshold were right less than 
 #: a second thread costs more than it saves on small matrices
 SMALL_MATMUL = 4_000_000
 
-#: hidden layer sizes by network kind when none are given (rbp: its state size)
-DEFAULT_HIDDEN = {kind: cls.DEFAULT_HIDDEN for kind, cls in NETWORKS.items()}
 #: peak learning rate by optimizer when none is given
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 
@@ -55,7 +53,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (the ``ocr-train`` options and their defaults)."""
 
     model: str = MLP.kind
-    #: None: ``DEFAULT_HIDDEN`` of the kind
+    #: None: the kind's ``DEFAULT_HIDDEN`` (its network class's)
     hidden: tuple[int, ...] = None  # type: ignore[assignment]
     activation: str = "relu"
     epochs: int = 60
@@ -85,7 +83,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.hidden is None:
-            self.hidden = DEFAULT_HIDDEN.get(self.model, MLP.DEFAULT_HIDDEN)
+            self.hidden = NETWORKS.get(self.model, MLP).DEFAULT_HIDDEN
         if self.lr is None:
             self.lr = DEFAULT_LR.get(self.optimizer, DEFAULT_LR["adam"])
 
@@ -109,9 +107,6 @@ class TrainResult:
 
 def build_network(config: TrainConfig, n_inputs: int, n_classes: int) -> Network:
     """A freshly initialised network of ``config.model`` kind."""
-    if config.model not in NETWORKS:
-        expected = " or ".join(repr(kind) for kind in NETWORKS)
-        raise ValueError(f"unknown model kind {config.model!r} (expected {expected})")
     return network_class(config.model).build(
         n_inputs, n_classes, hidden=config.hidden, activation=config.activation,
         dropout=config.dropout, seed=config.seed, **config.options)

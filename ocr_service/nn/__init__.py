@@ -24,7 +24,8 @@ def network_class(kind: object) -> type[Network]:
     try:
         return NETWORKS[kind]  # type: ignore[index]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown network kind {kind!r}") from None
+        expected = " or ".join(repr(name) for name in NETWORKS)
+        raise ValueError(f"unknown network kind {kind!r} (expected {expected})") from None
 
 
 def network_from_config(config: dict[str, Any], dtype: np.dtype | type = np.float32) -> Network:
