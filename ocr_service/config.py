@@ -15,7 +15,7 @@ from typing import Any
 from .options import DEFAULT_MAX_PIXELS
 
 __all__ = [
-    "ENV_PREFIX", "ConfigError", "Settings", "default_workers", "env_setting", "load_settings"]
+    "ENV_PREFIX", "ConfigError", "Settings", "default_workers", "load_settings"]
 
 ENV_PREFIX = "OCR_"
 
@@ -108,16 +108,6 @@ def _coerce(name: str, value: Any) -> Any:
             else f"{ENV_PREFIX}PORT must be in 1..65535, got {number}"
         )
     return number
-
-
-def env_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
-    """One setting from ``OCR_<NAME>`` alone (None when unset or empty), coerced and checked
-    as ``load_settings`` does: for tools that need one value and not the whole service's."""
-    env = os.environ if environ is None else environ
-    if name not in {f.name for f in fields(Settings)}:
-        raise ConfigError(f"unknown setting {name!r}")
-    raw = env.get(ENV_PREFIX + name.upper())
-    return _coerce(name, raw) if raw else None
 
 
 def load_settings(

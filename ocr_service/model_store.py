@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import env_setting
+from .config import ENV_PREFIX
 from .features import input_size
 from .nn import Network, network_from_config
 from .schemes import SCHEMES
@@ -212,7 +212,7 @@ class ModelArtifact:
 def default_model_path() -> Path:
     """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``: the checkout's, or,
     for a wheel install, the copy installed under ``<prefix>/share/ocr-service/models``."""
-    configured = env_setting("model_path")
+    configured = os.environ.get(f"{ENV_PREFIX}MODEL_PATH")
     if configured:
         return strip_suffix(Path(configured))
     checkout = _REPO_ROOT / "models" / "default"
