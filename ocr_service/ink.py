@@ -607,6 +607,45 @@ def _crossing_lines(mark: np.ndarray, solid: np.ndarray, h: int, w: int
     return mark & ~np.take(holds, rest)
 
 
+#: Weak ink is kept within this many half-widths of the strong ink's strokes, on images
+#: with a shorter side of this many pixels or more (photos of a page).
+_WEAK_REACH = 4.0
+_HELD_SIDE = 2 * _BACKGROUND_SIDE
+
+
+def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
+    """``marks`` (of one picture) without their weak ink farther than ``_WEAK_REACH``
+    half-widths from the ``strong`` ink (H, W) bool they hold, on pictures of
+    ``_HELD_SIDE`` or more; relabelled when any went, and what is left without strong ink
+    goes too.
+
+    Weak ink is the faint edges and ends of strokes; paper grain in a shadow, or the glow a
+    lens puts around dark strokes, passes the weak level too, and can join one character
+    to the next into one mark.
+    """
+    h, w = marks.ink.shape
+    if min(h, w) < _HELD_SIDE or not marks.count:
+        return marks
+    inked = marks.labels > 0
+    held = inked & strong
+    solid = held.astype(np.float32)
+    # A stroke of half-width r and length L covers 2 r L pixels, L of them on each side.
+    half = np.count_nonzero(held) / max(np.count_nonzero(solid > imageops.erode(solid, 3)), 1)
+    # within a square's reach (a little farther along the diagonals), one dilation
+    far = inked & (imageops.dilate(solid, 2 * int(_WEAK_REACH * half + 1.0) + 1) == 0)
+    if not far.any():
+        return marks
+    ink = marks.ink.copy()
+    ink[far] = 0.0
+    labels, n, boxes = imageops.label(ink > 0)
+    holds = np.bincount(labels[held], minlength=n + 1) > 0
+    holds[0] = False
+    if not holds[1:].all():
+        _drop(ink, labels, holds)
+        boxes[~holds] = 0
+    return InkMarks(ink, labels, int(np.count_nonzero(holds)), boxes)
+
+
 def _uncrossed(marks: InkMarks) -> InkMarks:
     """``marks`` (of one picture) without the ``_crossing_lines`` of its marks that span
     ``_CROSSING_SPAN`` of the picture (the largest first, within ``_CROSSING_WORK``),
@@ -755,7 +794,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     np.minimum(ink, 1.0, out=ink)
     _drop(ink, labels, keep)
     boxes[~keep] = 0
-    return _uncrossed(InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes))
+    return _uncrossed(_held(InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes), strong))
 
 
 def ink_marks_many(
@@ -873,9 +912,10 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     _drop(ink, labels, keep)
     np.subtract(labels, firsts[:, None, None], out=labels, where=labels > 0)
     boxes[~keep] = 0
+    strong = strong.reshape(n, h, w)
     return [
-        _uncrossed(InkMarks(ink[i], labels[i], kept[i],
-                            _own_boxes(boxes, firsts[i], counts[i])))
+        _uncrossed(_held(InkMarks(ink[i], labels[i], kept[i],
+                                  _own_boxes(boxes, firsts[i], counts[i])), strong[i]))
         if kept[i]
         else NoInkError(_NO_WRITING if no_ink[i] else _BLANK if blank[i] else _ONLY_SPECKS)
         for i in range(n)

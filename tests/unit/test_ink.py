@@ -191,6 +191,40 @@ def test_a_shadow_across_the_page_is_paper_not_ink(digits):
     assert rows.max() < 150 and cols.max() < 160  # the 3 is all there is on the lit part
 
 
+def _two_digits_in_a_glow(digits: np.ndarray) -> np.ndarray:
+    """A 240x320 photo of a small 3 and 7 (thin strokes) 40 px apart, a faint haze (paper
+    grain in a shadow, a lens's glow) around and between them, too faint for strong ink
+    but not for weak."""
+    shape = (240, 320)
+    page = np.minimum(_page_with(digits[3], (60, 60), size=50, shape=shape),
+                      _page_with(digits[7], (60, 150), size=50, shape=shape))
+    page[50:120, 70:190] = np.minimum(page[50:120, 70:190], 0.82)
+    return page
+
+
+def test_a_faint_haze_between_characters_of_a_photo_does_not_join_them(digits):
+    page = _two_digits_in_a_glow(digits)
+    marks = ink_marks(page)
+    assert marks.count == 2
+    three, seven = marks.labels[:, 60:110], marks.labels[:, 150:200]
+    assert np.unique(three[three > 0]).size == np.unique(seven[seven > 0]).size == 1
+    assert three.max() != seven.max()
+    # the haze far from the strokes is paper, the strokes are whole
+    assert (marks.ink[50:120, 122:138] == 0).all()
+    strokes = page < 0.5
+    assert (marks.ink[strokes] > 0.5).mean() > 0.99
+    _assert_same_as_alone([page, page.copy(), 1.0 - page])
+
+
+def test_faint_ends_of_a_photos_strokes_are_kept():
+    # A stroke tapering off (pen lifting) is weak ink next to strong ink: it stays.
+    page = np.full((240, 320), 0.9, np.float32)
+    page[40:200, 100:108] = 0.2
+    page[200:215, 100:108] = 0.8  # the faint end, 15 px
+    marks = ink_marks(page)
+    assert marks.count == 1 and (marks.ink[200:215, 100:108] > 0).all()
+
+
 def test_writing_on_a_page_more_than_half_in_shadow_is_the_dark_ink(digits):
     # The median falls in the shadow, so the lit paper lies farther from it than the ink:
     # but the lit paper covers a third of the page, and ink never does.
