@@ -345,15 +345,17 @@ class _Steps:
 
 
 class _Best:
-    """Early stopping: the best validation epoch so far, its weights, epochs since."""
+    """Early stopping: the best validation epoch so far from epoch ``first`` on, its
+    weights, epochs since."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: int = 1) -> None:
         self.score = (-1.0, math.inf)  # (val accuracy, val loss)
         self.state: dict[str, np.ndarray] | None = None
-        self.epoch, self.stale = 0, 0
+        self.epoch, self.stale, self.first = 0, 0, first
 
     def update(self, epoch: int, val: dict[str, float], network: Network) -> None:
-        if (val["accuracy"], -val["loss"]) > (self.score[0], -self.score[1]):
+        if epoch >= self.first and (
+                (val["accuracy"], -val["loss"]) > (self.score[0], -self.score[1])):
             self.score, self.epoch, self.stale = (val["accuracy"], val["loss"]), epoch, 0
             self.state = {k: v.copy() for k, v in network.state_dict().items()}
         else:
@@ -423,7 +425,8 @@ def train(
     otherwise), instead of fresh random weights.
 
     Validates after every epoch; with ``config.patience > 0`` stops once validation
-    accuracy has not improved for that many epochs and restores the best weights. With
+    accuracy has not improved for that many epochs and restores the best weights; with 0 it
+    runs every epoch and restores the best of the second half. With
     ``config.negatives`` the network gets ``n_classes + 1`` outputs, the last one for
     non-character examples made from the training images in input ``scheme``; with
     ``config.styles``, styled digits of the digit ``classes`` (names) join the training set
@@ -441,7 +444,9 @@ def train(
     val = None  # (inputs, labels)
     if val_set is not None and len(val_set[0]) > 0:
         val = (model_inputs(val_set[0], config.features), val_set[1])
-    best = _Best()
+    # Run to the end of its schedule, a network is kept from the schedule's second half: an
+    # early epoch at a high learning rate can top 500 validation images by luck, undertrained.
+    best = _Best(first=1 if config.patience else config.epochs // 2 + 1)
     started = time.perf_counter()
     bar = _progress_bar(config.epochs * steps.per_epoch, progress)
     threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")

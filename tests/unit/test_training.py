@@ -5,6 +5,8 @@ from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.training import (
     MIN_REJECT_THRESHOLD,
     TrainConfig,
+    _Best,
+    build_network,
     calibrate_reject_threshold,
     evaluate,
     train,
@@ -52,6 +54,30 @@ def test_patience_zero_runs_every_epoch(digits):
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"} <= set(
         result.history[0])
+
+
+def test_patience_zero_keeps_the_best_epoch_of_the_second_half():
+    # Early in a schedule, at a high learning rate, a network can top the validation images
+    # by luck, undertrained: a run to the end of its schedule keeps one from its second half.
+    network = build_network(TrainConfig(hidden=(8,)), 64, 10)
+    best = _Best(first=3)
+    weights = []
+    for epoch, accuracy in enumerate((0.99, 0.95, 0.93, 0.94, 0.92), start=1):
+        for value in network.state_dict().values():
+            value += 1.0  # each epoch's weights differ
+        weights.append({k: v.copy() for k, v in network.state_dict().items()})
+        best.update(epoch, {"accuracy": accuracy, "loss": 0.1}, network)
+    assert best.restore(network, 5) == 4
+    for key, value in network.state_dict().items():
+        np.testing.assert_array_equal(value, weights[3][key])
+
+
+def test_patience_zero_runs_to_the_end_and_keeps_a_second_half_epoch(digits):
+    _, splits = digits
+    result = train(TrainConfig(epochs=6, patience=0), splits.train, splits.val, 10)
+    assert len(result.history) == 6 and result.best_epoch >= 4
+    best = max(result.history[3:], key=lambda h: (h["val_accuracy"], -h["val_loss"]))
+    assert result.best_epoch == best["epoch"]
 
 
 def test_training_without_validation_keeps_the_last_weights(digits):
