@@ -48,7 +48,7 @@ def _square(size: int) -> np.ndarray:
 
 def erode(image: np.ndarray, size: int) -> np.ndarray:
     """Minimum of every pixel's ``size`` x ``size`` square (odd ``size``) of ``image``
-    (H, W) float32, edges repeated outwards; a new array."""
+    (H, W) float32 or uint8, edges repeated outwards; a new array."""
     return cv2.erode(image, _square(size), borderType=cv2.BORDER_REPLICATE)
 
 

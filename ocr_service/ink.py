@@ -626,9 +626,15 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     h, w = marks.ink.shape
     if min(h, w) < _HELD_SIDE or not marks.count:
         return marks
-    inked = marks.labels > 0
-    held = inked & strong
-    solid = held.astype(np.float32)
+    # Only the marks' part of the picture, and a pixel of paper around it: the erosion below
+    # would count the part's edge as more ink.
+    boxes = marks.boxes[marks.boxes[:, 2] > 0]
+    left, top = (boxes[:, :2].min(axis=0) - 1).clip(0).tolist()
+    right, bottom = (boxes[:, :2] + boxes[:, 2:] + 1).max(axis=0).tolist()
+    part = (slice(top, min(bottom, h)), slice(left, min(right, w)))
+    inked = marks.labels[part] > 0
+    held = inked & strong[part]
+    solid = held.view(np.uint8)
     # A stroke of half-width r and length L covers 2 r L pixels, L of them on each side.
     half = np.count_nonzero(held) / max(np.count_nonzero(solid > imageops.erode(solid, 3)), 1)
     # within a square's reach (a little farther along the diagonals), one dilation
@@ -636,9 +642,9 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     if not far.any():
         return marks
     ink = marks.ink.copy()
-    ink[far] = 0.0
+    ink[part][far] = 0.0
     labels, n, boxes = imageops.label(ink > 0)
-    holds = np.bincount(labels[held], minlength=n + 1) > 0
+    holds = np.bincount(labels[part][held], minlength=n + 1) > 0
     holds[0] = False
     if not holds[1:].all():
         _drop(ink, labels, holds)
