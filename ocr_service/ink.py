@@ -613,11 +613,20 @@ _WEAK_REACH = 4.0
 _HELD_SIDE = 2 * _BACKGROUND_SIDE
 
 
+def _reach_steps(reach: np.ndarray) -> np.ndarray:
+    """``reach`` (pixels, float) rounded up to whole powers of 1.25, themselves rounded up
+    (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, ...): however many marks a picture has, their reaches
+    take a few values."""
+    steps = np.ceil(np.log(np.maximum(reach, 1.0)) / np.log(1.25))
+    return np.ceil(1.25 ** steps).astype(np.int64)
+
+
 def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
-    """``marks`` (of one picture) without their weak ink farther than ``_WEAK_REACH``
-    half-widths from the ``strong`` ink (H, W) bool they hold, on pictures of
-    ``_HELD_SIDE`` or more; relabelled when any went, and what is left without strong ink
-    goes too.
+    """``marks`` (of one picture) without their weak ink farther than ``_WEAK_REACH`` of
+    its mark's stroke half-widths from the ``strong`` ink (H, W) bool they hold, on
+    pictures of ``_HELD_SIDE`` or more; relabelled when any went, and what is left too
+    small to be a mark (by the rules ``ink_marks`` keeps marks by) goes too, unless
+    nothing would be left.
 
     Weak ink is the faint edges and ends of strokes; paper grain in a shadow, or the glow a
     lens puts around dark strokes, passes the weak level too, and can join one character
@@ -632,24 +641,35 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     left, top = (boxes[:, :2].min(axis=0) - 1).clip(0).tolist()
     right, bottom = (boxes[:, :2] + boxes[:, 2:] + 1).max(axis=0).tolist()
     part = (slice(top, min(bottom, h)), slice(left, min(right, w)))
-    inked = marks.labels[part] > 0
-    held = inked & strong[part]
+    own = marks.labels[part]
+    held = (own > 0) & strong[part]
     solid = held.view(np.uint8)
-    # A stroke of half-width r and length L covers 2 r L pixels, L of them on each side.
-    half = np.count_nonzero(held) / max(np.count_nonzero(solid > imageops.erode(solid, 3)), 1)
-    # within a square's reach (a little farther along the diagonals), one dilation
-    far = inked & (imageops.dilate(solid, 2 * int(_WEAK_REACH * half + 1.0) + 1) == 0)
+    # A stroke of half-width r and length L covers 2 r L pixels, L of them on each side:
+    # each mark's half-width, so that a blot's does not set the reach of thin writing.
+    areas = np.bincount(own[held], minlength=len(marks.boxes))
+    edges = np.bincount(own[solid > imageops.erode(solid, 3)], minlength=len(marks.boxes))
+    reach = _reach_steps(_WEAK_REACH * areas / np.maximum(edges, 1) + 1.0)
+    near = np.zeros_like(held)
+    for step in np.unique(reach[areas > 0]):  # a few steps: one dilation each
+        # within a square's reach (a little farther along the diagonals)
+        seeds = (held & (reach[own] == step)).view(np.uint8)
+        near |= imageops.dilate(seeds, 2 * int(step) + 1) > 0
+    far = (own > 0) & ~near
     if not far.any():
         return marks
     ink = marks.ink.copy()
     ink[part][far] = 0.0
     labels, n, boxes = imageops.label(ink > 0)
-    holds = np.bincount(labels[part][held], minlength=n + 1) > 0
-    holds[0] = False
-    if not holds[1:].all():
-        _drop(ink, labels, holds)
-        boxes[~holds] = 0
-    return InkMarks(ink, labels, int(np.count_nonzero(holds)), boxes)
+    strong_area = np.bincount(labels[part][held], minlength=n + 1)
+    strong_area[0] = 0
+    keep = strong_area >= max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w),
+                              _MIN_MARK_OF_LARGEST * strong_area.max())
+    if not keep.any():  # writing in specks: left as ink_marks found it
+        return marks
+    if not keep[1:].all():
+        _drop(ink, labels, keep)
+        boxes[~keep] = 0
+    return InkMarks(ink, labels, int(np.count_nonzero(keep)), boxes)
 
 
 def _uncrossed(marks: InkMarks) -> InkMarks:

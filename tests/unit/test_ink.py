@@ -216,6 +216,25 @@ def test_a_faint_haze_between_characters_of_a_photo_does_not_join_them(digits):
     _assert_same_as_alone([page, page.copy(), 1.0 - page])
 
 
+def test_a_speck_in_the_haze_stays_paper(digits):
+    # Cut free of the haze around it, one dark grain is a speck, as it is on clean paper.
+    page = _two_digits_in_a_glow(digits)
+    page[85, 130] = 0.3
+    marks = ink_marks(page)
+    assert marks.count == 2 and marks.labels[85, 130] == 0
+    _assert_same_as_alone([page, page.copy()])
+
+
+def test_a_blot_beside_the_writing_does_not_widen_its_reach(digits):
+    # Each mark's weak ink is held to its own strokes' width: a thick blot elsewhere on the
+    # page keeps its own, and the thin digits' haze still goes.
+    page = _two_digits_in_a_glow(digits)
+    page[150:210, 230:290] = 0.15
+    marks = ink_marks(page)
+    assert marks.count == 3 and (marks.ink[50:120, 122:138] == 0).all()
+    _assert_same_as_alone([page, page.copy()])
+
+
 def test_faint_ends_of_a_photos_strokes_are_kept():
     # A stroke tapering off (pen lifting) is weak ink next to strong ink: it stays.
     page = np.full((240, 320), 0.9, np.float32)
