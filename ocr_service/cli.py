@@ -228,7 +228,7 @@ def train_parser() -> argparse.ArgumentParser:
                         "(default 0: none; digit classes only)")
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch and keeps "
-                        "the best validation epoch of the second half")
+                        "the best validation epoch (of the second half, without --init)")
     p.add_argument("--seed", type=_non_negative_int, default=None,
                    help=f"of the splits and the training order (default {d.seed}, or the "
                         "--init model's, so that its held-out images stay held out)")

@@ -426,7 +426,8 @@ def train(
 
     Validates after every epoch; with ``config.patience > 0`` stops once validation
     accuracy has not improved for that many epochs and restores the best weights; with 0 it
-    runs every epoch and restores the best of the second half. With
+    runs every epoch and restores the best (of the second half, unless it starts from
+    ``init``). With
     ``config.negatives`` the network gets ``n_classes + 1`` outputs, the last one for
     non-character examples made from the training images in input ``scheme``; with
     ``config.styles``, styled digits of the digit ``classes`` (names) join the training set
@@ -444,9 +445,10 @@ def train(
     val = None  # (inputs, labels)
     if val_set is not None and len(val_set[0]) > 0:
         val = (model_inputs(val_set[0], config.features), val_set[1])
-    # Run to the end of its schedule, a network is kept from the schedule's second half: an
-    # early epoch at a high learning rate can top 500 validation images by luck, undertrained.
-    best = _Best(first=1 if config.patience else config.epochs // 2 + 1)
+    # Trained from scratch to the end of its schedule, a network is kept from the schedule's
+    # second half: an early epoch at a high learning rate can top 500 validation images by
+    # luck, undertrained. A fine-tune starts from a trained network: any epoch may be kept.
+    best = _Best(first=1 if config.patience or init is not None else config.epochs // 2 + 1)
     started = time.perf_counter()
     bar = _progress_bar(config.epochs * steps.per_epoch, progress)
     threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")
