@@ -58,6 +58,11 @@ _MIN_MARK_SHARE = 1e-4
 _MIN_MARK_OF_LARGEST = 0.04
 
 
+def _mark_floor(pixels: int) -> float:
+    """The strong ink a mark needs in a picture of ``pixels`` pixels, whatever the others'."""
+    return max(_MIN_MARK_AREA, _MIN_MARK_SHARE * pixels)
+
+
 def _sample(values: np.ndarray) -> np.ndarray:
     """``values`` (..., S) with rows of over 2 * 65536 values subsampled to ~65k each,
     plenty for quantiles."""
@@ -642,7 +647,8 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     right, bottom = (boxes[:, :2] + boxes[:, 2:] + 1).max(axis=0).tolist()
     part = (slice(top, min(bottom, h)), slice(left, min(right, w)))
     own = marks.labels[part]
-    held = (own > 0) & strong[part]
+    inked = own > 0
+    held = inked & strong[part]
     solid = held.view(np.uint8)
     # A stroke of half-width r and length L covers 2 r L pixels, L of them on each side:
     # each mark's half-width, so that a blot's does not set the reach of thin writing.
@@ -654,7 +660,7 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
         # within a square's reach (a little farther along the diagonals)
         seeds = (held & (reach[own] == step)).view(np.uint8)
         near |= imageops.dilate(seeds, 2 * int(step) + 1) > 0
-    far = (own > 0) & ~near
+    far = inked & ~near
     if not far.any():
         return marks
     ink = marks.ink.copy()
@@ -662,8 +668,7 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     labels, n, boxes = imageops.label(ink > 0)
     strong_area = np.bincount(labels[part][held], minlength=n + 1)
     strong_area[0] = 0
-    keep = strong_area >= max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w),
-                              _MIN_MARK_OF_LARGEST * strong_area.max())
+    keep = strong_area >= max(_mark_floor(h * w), _MIN_MARK_OF_LARGEST * strong_area.max())
     if not keep.any():  # writing in specks: left as ink_marks found it
         return marks
     if not keep[1:].all():
@@ -806,7 +811,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
     labels, n, boxes = imageops.label(weak)
     strong_area = np.bincount(labels[strong], minlength=n + 1)
     strong_area[0] = 0
-    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * gray.size)
+    floor = _mark_floor(gray.size)
     if n > 1:  # a frame or outline counts only beside other ink
         strong_area[_frames(labels, n, strong)] = 0
         outline = _outlines(boxes, strong_area, *gray.shape)
@@ -870,7 +875,7 @@ def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
                               minlength=len(owner) + 1)
     strong_area[0] = 0
     strong_area[_stack_frames(labels, owner, strong)] = 0
-    floor = max(_MIN_MARK_AREA, _MIN_MARK_SHARE * (h * w))  # as ink_marks rounds it
+    floor = _mark_floor(h * w)
     outline = _outlines(boxes, strong_area, h, w)[1:]
     beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
     strong_area[1:][outline & beside[owner]] = 0
