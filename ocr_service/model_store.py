@@ -210,11 +210,12 @@ class ModelArtifact:
 
 
 def default_model_path() -> Path:
-    """``$OCR_MODEL_PATH`` if set, else the shipped ``models/default``: the checkout's, or,
-    for a wheel install, the copy installed under ``<prefix>/share/ocr-service/models``."""
+    """``$OCR_MODEL_PATH`` if set (``~`` expanded, as the service's settings do), else the
+    shipped ``models/default``: the checkout's, or, for a wheel install, the copy installed
+    under ``<prefix>/share/ocr-service/models``."""
     configured = os.environ.get(f"{ENV_PREFIX}MODEL_PATH")
     if configured:
-        return strip_suffix(Path(configured))
+        return strip_suffix(Path(configured).expanduser())
     checkout = _REPO_ROOT / "models" / "default"
     if artifact_paths(checkout)[1].exists() or not artifact_paths(
         _INSTALLED_MODELS / "default"

@@ -198,6 +198,12 @@ def test_default_model_path_honours_the_environment(monkeypatch, tmp_path):
     assert default_model_path().parts[-2:] == ("models", "default")
 
 
+def test_default_model_path_expands_the_home_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("OCR_MODEL_PATH", "~/models/mine.npz")
+    assert default_model_path() == tmp_path / "models" / "mine"
+
+
 def test_a_save_killed_between_the_two_renames_leaves_the_old_model_loadable(
         tmp_path, monkeypatch):
     import ocr_service.model_store as store
