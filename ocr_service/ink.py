@@ -465,9 +465,22 @@ _FRAME_ALONG = 0.3
 
 
 def _sides(labels: np.ndarray, strong: np.ndarray):
-    """(labels, strong) of the top, bottom, left and right edges of images (..., H, W)."""
-    return [(labels[..., i, :], strong[..., i, :]) for i in (0, -1)] + [
-        (labels[..., :, i], strong[..., :, i]) for i in (0, -1)]
+    """(labels, strong) of the top, bottom, left and right edges of images (..., H, W).
+
+    An edge is the image's outermost line, and where that has no strong ink the line
+    inside it: a one-pixel border line (a screenshot's, a crop's) must not hide the shading
+    or page edge that runs along the side behind it."""
+    h, w = labels.shape[-2:]
+    rows = [(labels[..., i, :], strong[..., i, :]) for i in (0, min(1, h - 1), -1, max(-2, -h))]
+    cols = [(labels[..., :, i], strong[..., :, i]) for i in (0, min(1, w - 1), -1, max(-2, -w))]
+    return [_edge(*lines[k], *lines[k + 1]) for lines in (rows, cols) for k in (0, 2)]
+
+
+def _edge(outer_labels: np.ndarray, outer_strong: np.ndarray, inner_labels: np.ndarray,
+          inner_strong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, strong) of an image side (..., L): the outer line's, or the inner line's
+    where the outer one has no strong ink."""
+    return (np.where(outer_strong, outer_labels, inner_labels), outer_strong | inner_strong)
 
 
 def _edge_contact(labels: np.ndarray, strong: np.ndarray, count: int):

@@ -46,15 +46,17 @@ def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
 
 
 def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
-    """Four 120x160 pages (large enough for a local paper level): a stroke inside the dark
-    band of a table on three sides, the same page in the other polarity, a blank one, and
-    the band alone (all the ink there is, so no frame)."""
+    """Five 120x160 pages (large enough for a local paper level): a stroke inside the dark
+    band of a table on three sides, the same page in the other polarity, a blank one, the
+    band alone (all the ink there is, so no frame), and the first page inside a one-pixel
+    light border line."""
     page = np.full((120, 160), 0.9, np.float32) + rng.normal(0, 0.01, (120, 160)).astype(
         np.float32)
     page[:8], page[:, :8], page[-8:] = 0.1, 0.1, 0.1
     band = page.copy()
     page[40:90, 70:76] = 0.15
-    return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32), band]
+    bordered = np.pad(page[1:-1, 1:-1], 1, constant_values=0.9)
+    return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32), band, bordered]
 
 
 def _assert_same_as_alone(grays: list[np.ndarray]) -> tuple[list, set[str]]:
@@ -97,6 +99,8 @@ def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
     assert framed.count == 1 and framed.ink[2, 80] == 0.0 and framed.ink[60, 72] > 0.5
     band = found[int(np.flatnonzero(order == 2 * len(digits) + 7)[0])]
     assert band.count == 1 and band.ink[2, 80] > 0.5
+    bordered = found[int(np.flatnonzero(order == 2 * len(digits) + 8)[0])]
+    assert bordered.count == 1 and bordered.ink[2, 80] == 0.0 and bordered.ink[60, 72] > 0.5
 
 
 def test_ink_marks_many_takes_only_grayscale_images():
@@ -276,9 +280,12 @@ def test_a_thick_digit_joined_to_faint_shading_at_the_sides_is_kept(digits):
     assert marks.count >= 1 and marks.ink[150, 5:295].max() > 0.5
 
 
-def test_a_table_edge_along_one_side_is_a_frame(digits):
+@pytest.mark.parametrize("border_line", [False, True])
+def test_a_table_edge_along_one_side_is_a_frame(digits, border_line):
     page = _page_with(digits[2], (100, 180))
     page[:25] = 0.15  # the table beyond the top of the sheet
+    if border_line:  # the picture's own one-pixel frame, in the paper's colour
+        page[0] = 0.9
     marks = ink_marks(page)
     assert marks.ink[:25].max() == 0.0 and marks.ink[100:220, 180:300].max() > 0.5
 
