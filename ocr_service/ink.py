@@ -460,40 +460,28 @@ def _label(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 #: A mark whose strong ink runs along this share of an image side is the edge of a page, a
-#: table or a shadow there, like a mark touching three sides.
+#: table or a shadow there, like a mark touching three sides; so is one whose shares of two
+#: or more sides add up to it (a band of shading across a corner).
 _FRAME_ALONG = 0.3
 
 
 def _sides(labels: np.ndarray, strong: np.ndarray):
-    """(labels, strong) of the top, bottom, left and right edges of images (..., H, W).
-
-    An edge is the image's outermost line, and where that has no strong ink the line
-    inside it: a one-pixel border line (a screenshot's, a crop's) must not hide the shading
-    or page edge that runs along the side behind it."""
-    h, w = labels.shape[-2:]
-    rows = [(labels[..., i, :], strong[..., i, :]) for i in (0, min(1, h - 1), -1, max(-2, -h))]
-    cols = [(labels[..., :, i], strong[..., :, i]) for i in (0, min(1, w - 1), -1, max(-2, -w))]
-    return [_edge(*lines[k], *lines[k + 1]) for lines in (rows, cols) for k in (0, 2)]
-
-
-def _edge(outer_labels: np.ndarray, outer_strong: np.ndarray, inner_labels: np.ndarray,
-          inner_strong: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, strong) of an image side (..., L): the outer line's, or the inner line's
-    where the outer one has no strong ink."""
-    return (np.where(outer_strong, outer_labels, inner_labels), outer_strong | inner_strong)
+    """(labels, strong) of the top, bottom, left and right edges of images (..., H, W)."""
+    return [(labels[..., i, :], strong[..., i, :]) for i in (0, -1)] + [
+        (labels[..., :, i], strong[..., :, i]) for i in (0, -1)]
 
 
 def _edge_contact(labels: np.ndarray, strong: np.ndarray, count: int):
     """Per label 0..``count`` of images (..., H, W): whether it is framing (its strong ink
-    touches three or four sides, or runs along ``_FRAME_ALONG`` of one), and whether it
-    touches no side at all."""
+    touches three or four sides, or runs along ``_FRAME_ALONG`` of the sides, their shares
+    added up), and whether it touches no side at all."""
     sides = np.zeros(count + 1, np.intp)
-    framing = np.zeros(count + 1, bool)
+    along = np.zeros(count + 1)
     for edge, solid in _sides(labels, strong):
         touching = np.bincount(edge[solid], minlength=count + 1)
         sides += touching > 0
-        framing |= touching >= _FRAME_ALONG * edge.shape[-1]
-    framing |= sides >= 3
+        along += touching / edge.shape[-1]
+    framing = (sides >= 3) | (along >= _FRAME_ALONG)
     framing[0], free = False, sides == 0
     free[0] = False
     return framing, free
@@ -718,6 +706,32 @@ def _uncrossed(marks: InkMarks) -> InkMarks:
     return InkMarks(ink, labels, count, boxes)
 
 
+def _unbordered(gray: np.ndarray) -> np.ndarray:
+    """``gray`` (..., H, W) float32 with each one-pixel border line replaced by the line
+    inside it: a side of one grey level throughout (a screenshot's or a crop's drawn
+    frame) that differs from the line inside by ``MIN_CONTRAST`` or more along over half
+    its length. Such a line is not part of the picture, and would hide what runs along the
+    side behind it (a page edge, a band of shading) from the frame rule (``_frames``).
+    ``gray`` itself when it has none, and always for pictures too small for a local paper
+    level: a character's crop has no page around it, and its upload is read the faster."""
+    h, w = gray.shape[-2:]
+    if min(h, w) < _LOCAL_BACKGROUND_SIDE:
+        return gray
+    out = gray
+    for outer, inner in ((np.s_[..., 0, :], np.s_[..., 1, :]),
+                         (np.s_[..., -1, :], np.s_[..., -2, :]),
+                         (np.s_[..., :, 0], np.s_[..., :, 1]),
+                         (np.s_[..., :, -1], np.s_[..., :, -2])):
+        line, within = out[outer], out[inner]
+        border = (line.max(axis=-1) == line.min(axis=-1)) & (
+            2 * np.count_nonzero(np.abs(within - line) >= MIN_CONTRAST, axis=-1) > line.shape[-1])
+        if border.any():
+            if out is gray:
+                out = gray.copy()
+            out[outer] = np.where(border[..., None], within, line)
+    return out
+
+
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image (H, W; levels in [0, 1]): ink =
     1, paper and specks = 0.
@@ -795,7 +809,7 @@ def _dark_ink_of(gray: np.ndarray, levels: Sequence[float]) -> bool:
 def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
     label the ink again (``segment.segment_ink(marks)``)."""
-    gray = np.asarray(gray, dtype=np.float32)
+    gray = _unbordered(np.asarray(gray, dtype=np.float32))
     flat = _sample(gray.ravel())
     ks = [_rank(q, flat.size) for q in _LEVEL_QUANTILES]
     k_mid = ks[_MEDIAN]
@@ -910,6 +924,7 @@ def _own_boxes(boxes: np.ndarray, first: int, count: int) -> np.ndarray:
 
 def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInkError]:
     """``ink_marks`` of every image of a stack (N, H, W) float32."""
+    gray = _unbordered(gray)
     n, h, w = gray.shape
     sample = _sample(gray.reshape(n, -1))
     size = sample.shape[1]

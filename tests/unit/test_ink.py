@@ -182,6 +182,24 @@ def _page_with(digit: np.ndarray, at: tuple[int, int], size: int = 120,
     return page
 
 
+def test_writing_one_pixel_from_the_side_is_not_a_border_line():
+    # A 7 whose bar runs along the row inside the top one, beside a 1 clear of the sides:
+    # the plain paper above the bar is no drawn border line, so the 7 is no frame.
+    page = np.full((120, 300), 0.9, np.float32)
+    page[1:8, 20:130] = page[1:100, 123:130] = 0.1
+    page[30:90, 200:207] = 0.1
+    marks = ink_marks(page)
+    assert marks.count == 2 and marks.ink[4, 60] == 1.0
+
+
+def test_a_frame_stays_a_frame_beside_writing_one_pixel_from_the_side():
+    page = np.full((120, 160), 0.9, np.float32)
+    page[:8], page[:, :8], page[:, -8:] = 0.1, 0.1, 0.1  # a table band on three sides
+    page[40:119, 70:76] = 0.15  # a stroke ending one pixel above the bottom
+    marks = ink_marks(page)
+    assert marks.count == 1 and marks.ink[:8].max() == 0.0 and marks.ink[60, 72] > 0.5
+
+
 def test_a_shadow_across_the_page_is_paper_not_ink(digits):
     lit = _page_with(digits[3], (30, 40))
     shadowed = lit.copy()
