@@ -706,29 +706,40 @@ def _uncrossed(marks: InkMarks) -> InkMarks:
     return InkMarks(ink, labels, count, boxes)
 
 
+#: A drawn border (a screenshot's, an export's, a crop's frame) is this many lines thick at
+#: most.
+_BORDER_LINES = 4
+
+
 def _unbordered(gray: np.ndarray) -> np.ndarray:
-    """``gray`` (..., H, W) float32 with each one-pixel border line replaced by the line
-    inside it: a side of one grey level throughout (a screenshot's or a crop's drawn
-    frame) that differs from the line inside by ``MIN_CONTRAST`` or more along over half
-    its length. Such a line is not part of the picture, and would hide what runs along the
-    side behind it (a page edge, a band of shading) from the frame rule (``_frames``).
+    """``gray`` (H, W) float32 with its drawn borders replaced by the line inside them.
+
+    A border is up to ``_BORDER_LINES`` lines along a side all of one grey level, inside
+    which the next line differs from it by ``MIN_CONTRAST`` or more along over half its
+    length. It is not part of the picture, and would hide what runs along the side behind
+    it (a page edge, a band of shading) from the frame rule (``_frames``) and skew the
+    paper level there; plain margins of paper are never one (the line inside is paper too).
     ``gray`` itself when it has none, and always for pictures too small for a local paper
     level: a character's crop has no page around it, and its upload is read the faster."""
-    h, w = gray.shape[-2:]
-    if min(h, w) < _LOCAL_BACKGROUND_SIDE:
+    if min(gray.shape) < _LOCAL_BACKGROUND_SIDE:
         return gray
     out = gray
-    for outer, inner in ((np.s_[..., 0, :], np.s_[..., 1, :]),
-                         (np.s_[..., -1, :], np.s_[..., -2, :]),
-                         (np.s_[..., :, 0], np.s_[..., :, 1]),
-                         (np.s_[..., :, -1], np.s_[..., :, -2])):
-        line, within = out[outer], out[inner]
-        border = (line.max(axis=-1) == line.min(axis=-1)) & (
-            2 * np.count_nonzero(np.abs(within - line) >= MIN_CONTRAST, axis=-1) > line.shape[-1])
-        if border.any():
-            if out is gray:
-                out = gray.copy()
-            out[outer] = np.where(border[..., None], within, line)
+    for side in range(4):
+        # the side's lines from the outside in, as rows of a view (writes reach ``out``)
+        lines = (out, out[::-1], out.T, out[:, ::-1].T)[side]
+        level = lines[0, 0]
+        depth = 0
+        while depth <= _BORDER_LINES and (lines[depth] == level).all():
+            depth += 1
+        if not 1 <= depth <= _BORDER_LINES:
+            continue
+        inside = lines[depth]
+        if 2 * np.count_nonzero(np.abs(inside - level) >= MIN_CONTRAST) <= inside.size:
+            continue
+        if out is gray:
+            out = gray.copy()
+            lines = (out, out[::-1], out.T, out[:, ::-1].T)[side]
+        lines[:depth] = inside
     return out
 
 
@@ -924,8 +935,9 @@ def _own_boxes(boxes: np.ndarray, first: int, count: int) -> np.ndarray:
 
 def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInkError]:
     """``ink_marks`` of every image of a stack (N, H, W) float32."""
-    gray = _unbordered(gray)
     n, h, w = gray.shape
+    if min(h, w) >= _LOCAL_BACKGROUND_SIDE:  # a few images only (STACK_PIXELS)
+        gray = np.stack([_unbordered(image) for image in gray])
     sample = _sample(gray.reshape(n, -1))
     size = sample.shape[1]
     ks = [_rank(q, size) for q in _LEVEL_QUANTILES]

@@ -48,14 +48,14 @@ def test_ink_marks_label_each_stroke_of_the_ink_and_leave_specks_out():
 def _pages_with_a_frame(rng: np.random.Generator) -> list[np.ndarray]:
     """Five 120x160 pages (large enough for a local paper level): a stroke inside the dark
     band of a table on three sides, the same page in the other polarity, a blank one, the
-    band alone (all the ink there is, so no frame), and the first page inside a one-pixel
-    light border line."""
+    band alone (all the ink there is, so no frame), and the first page inside a drawn
+    light border two pixels wide."""
     page = np.full((120, 160), 0.9, np.float32) + rng.normal(0, 0.01, (120, 160)).astype(
         np.float32)
     page[:8], page[:, :8], page[-8:] = 0.1, 0.1, 0.1
     band = page.copy()
     page[40:90, 70:76] = 0.15
-    bordered = np.pad(page[1:-1, 1:-1], 1, constant_values=0.9)
+    bordered = np.pad(page[2:-2, 2:-2], 2, constant_values=0.9)
     return [page, 1.0 - page, np.full((120, 160), 0.6, np.float32), band, bordered]
 
 
@@ -100,7 +100,7 @@ def test_ink_marks_many_gives_each_image_what_ink_marks_gives_it(digits):
     band = found[int(np.flatnonzero(order == 2 * len(digits) + 7)[0])]
     assert band.count == 1 and band.ink[2, 80] > 0.5
     bordered = found[int(np.flatnonzero(order == 2 * len(digits) + 8)[0])]
-    assert bordered.count == 1 and bordered.ink[2, 80] == 0.0 and bordered.ink[60, 72] > 0.5
+    assert bordered.count == 1 and bordered.ink[3, 80] == 0.0 and bordered.ink[60, 72] > 0.5
 
 
 def test_ink_marks_many_takes_only_grayscale_images():
@@ -180,6 +180,18 @@ def _page_with(digit: np.ndarray, at: tuple[int, int], size: int = 120,
     top, left = at
     page[top : top + size, left : left + size] -= 0.75 * np.clip(big, 0.0, 1.0)
     return page
+
+
+def test_a_band_of_shading_across_a_corner_is_a_frame(digits):
+    # Paper shaded darkest along a diagonal that cuts the top left corner: the band's strong
+    # ink runs along a fifth of the top and over a quarter of the left side, under 30 % of
+    # either, and it is the edge of the shading all the same.
+    page = _page_with(digits[6], (150, 250))
+    yy, xx = np.mgrid[0:360, 0:480]
+    page[np.abs(yy + xx - 150) < 50] = 0.2
+    marks = ink_marks(page)
+    assert marks.count == 1 and marks.ink[:, :200].max() == 0.0
+    assert marks.ink[150:270, 250:370].max() > 0.5
 
 
 def test_writing_one_pixel_from_the_side_is_not_a_border_line():
@@ -298,12 +310,11 @@ def test_a_thick_digit_joined_to_faint_shading_at_the_sides_is_kept(digits):
     assert marks.count >= 1 and marks.ink[150, 5:295].max() > 0.5
 
 
-@pytest.mark.parametrize("border_line", [False, True])
-def test_a_table_edge_along_one_side_is_a_frame(digits, border_line):
+@pytest.mark.parametrize("border", [0, 1, 3])
+def test_a_table_edge_along_one_side_is_a_frame(digits, border):
     page = _page_with(digits[2], (100, 180))
     page[:25] = 0.15  # the table beyond the top of the sheet
-    if border_line:  # the picture's own one-pixel frame, in the paper's colour
-        page[0] = 0.9
+    page[:border] = 0.9  # the picture's own drawn frame, in the paper's colour
     marks = ink_marks(page)
     assert marks.ink[:25].max() == 0.0 and marks.ink[100:220, 180:300].max() > 0.5
 
