@@ -6,11 +6,15 @@ import socket
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
+from gunicorn.http import wsgi
+from gunicorn.http.message import Request
+from gunicorn.http.unreader import IterUnreader
 from gunicorn.workers.gthread import TConn
 
 from ocr_service import gunicorn_worker
@@ -198,3 +202,39 @@ def test_a_thread_hands_its_connection_back_while_a_new_one_waits(one_connection
         client.sendall(_GET * 3)
         assert worker.handle(conn) is True
     assert _answers(client) == 1
+
+
+def _response(request: bytes) -> tuple[wsgi.Response, list[bytes]]:
+    """The response gunicorn's request handler builds for raw ``request`` bytes, and the
+    list of what it sends, one item per system call."""
+    cfg, sent = Config(), []
+    req = Request(cfg, IterUnreader([request]), ("127.0.0.1", 1), 1)
+    sock = SimpleNamespace(sendall=sent.append)
+    response, _ = wsgi.create(req, sock, ("127.0.0.1", 1), ("127.0.0.1", 80), cfg)
+    return response, sent
+
+
+def test_a_response_leaves_in_one_write_so_a_killed_worker_cannot_cut_it_in_two():
+    response, sent = _response(b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+    response.start_response("200 OK", [("Content-Type", "application/json"),
+                                       ("Content-Length", "11")])
+    response.write(b'{"text":1}\n')
+    response.close()
+    assert len(sent) == 1
+    assert sent[0].startswith(b"HTTP/1.1 200 OK\r\n") and sent[0].endswith(b'\r\n\r\n{"text":1}\n')
+
+
+def test_headers_without_a_body_and_later_chunks_are_still_sent():
+    head, sent = _response(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n")
+    head.start_response("200 OK", [("Content-Length", "5")])
+    head.write(b"hello")  # a HEAD response has no body
+    head.close()
+    assert len(sent) == 1 and sent[0].endswith(b"Content-Length: 5\r\n\r\n")
+
+    chunked, sent = _response(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    chunked.start_response("200 OK", [])
+    chunked.write(b"ab")
+    chunked.write(b"cd")
+    chunked.close()
+    assert sent[0].endswith(b"\r\n\r\n2\r\nab\r\n") and sent[1:] == [b"2\r\ncd\r\n", b"0\r\n\r\n"]
+
