@@ -460,8 +460,9 @@ def _label(ink: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 #: A mark whose strong ink runs along this share of an image side is the edge of a page, a
-#: table or a shadow there, like a mark touching three sides; so is one whose shares of two
-#: or more sides add up to it (a band of shading across a corner).
+#: table or a shadow there, like a mark touching three sides; so is one running along half
+#: this share of both sides at a corner (a band of shading across it). A character cut by a
+#: corner of the picture mostly runs along one side only.
 _FRAME_ALONG = 0.3
 
 
@@ -473,15 +474,16 @@ def _sides(labels: np.ndarray, strong: np.ndarray):
 
 def _edge_contact(labels: np.ndarray, strong: np.ndarray, count: int):
     """Per label 0..``count`` of images (..., H, W): whether it is framing (its strong ink
-    touches three or four sides, or runs along ``_FRAME_ALONG`` of the sides, their shares
-    added up), and whether it touches no side at all."""
-    sides = np.zeros(count + 1, np.intp)
-    along = np.zeros(count + 1)
-    for edge, solid in _sides(labels, strong):
-        touching = np.bincount(edge[solid], minlength=count + 1)
-        sides += touching > 0
-        along += touching / edge.shape[-1]
-    framing = (sides >= 3) | (along >= _FRAME_ALONG)
+    touches three or four sides, runs along ``_FRAME_ALONG`` of one, or half that of both
+    sides at a corner), and whether it touches no side at all."""
+    top, bottom, left, right = (
+        np.bincount(edge[solid], minlength=count + 1) / edge.shape[-1]
+        for edge, solid in _sides(labels, strong))
+    sides = (top > 0).astype(np.intp) + (bottom > 0) + (left > 0) + (right > 0)
+    # any top or bottom share with any left or right one: two sides meeting at a corner
+    corner = np.minimum(np.maximum(top, bottom), np.maximum(left, right))
+    framing = ((sides >= 3) | (np.maximum.reduce([top, bottom, left, right]) >= _FRAME_ALONG)
+               | (corner >= _FRAME_ALONG / 2))
     framing[0], free = False, sides == 0
     free[0] = False
     return framing, free
@@ -706,43 +708,6 @@ def _uncrossed(marks: InkMarks) -> InkMarks:
     return InkMarks(ink, labels, count, boxes)
 
 
-#: A drawn border (a screenshot's, an export's, a crop's frame) is this many lines thick at
-#: most.
-_BORDER_LINES = 4
-
-
-def _unbordered(gray: np.ndarray) -> np.ndarray:
-    """``gray`` (H, W) float32 with its drawn borders replaced by the line inside them.
-
-    A border is up to ``_BORDER_LINES`` lines along a side all of one grey level, inside
-    which the next line differs from it by ``MIN_CONTRAST`` or more along over half its
-    length. It is not part of the picture, and would hide what runs along the side behind
-    it (a page edge, a band of shading) from the frame rule (``_frames``) and skew the
-    paper level there; plain margins of paper are never one (the line inside is paper too).
-    ``gray`` itself when it has none, and always for pictures too small for a local paper
-    level: a character's crop has no page around it, and its upload is read the faster."""
-    if min(gray.shape) < _LOCAL_BACKGROUND_SIDE:
-        return gray
-    out = gray
-    for side in range(4):
-        # the side's lines from the outside in, as rows of a view (writes reach ``out``)
-        lines = (out, out[::-1], out.T, out[:, ::-1].T)[side]
-        level = lines[0, 0]
-        depth = 0
-        while depth <= _BORDER_LINES and (lines[depth] == level).all():
-            depth += 1
-        if not 1 <= depth <= _BORDER_LINES:
-            continue
-        inside = lines[depth]
-        if 2 * np.count_nonzero(np.abs(inside - level) >= MIN_CONTRAST) <= inside.size:
-            continue
-        if out is gray:
-            out = gray.copy()
-            lines = (out, out[::-1], out.T, out[:, ::-1].T)[side]
-        lines[:depth] = inside
-    return out
-
-
 def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np.ndarray:
     """Ink map (H, W) float32 in [0, 1] of a grayscale image (H, W; levels in [0, 1]): ink =
     1, paper and specks = 0.
@@ -820,7 +785,7 @@ def _dark_ink_of(gray: np.ndarray, levels: Sequence[float]) -> bool:
 def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMarks:
     """``ink_from_gray`` with the marks it found on the way, so that segmentation need not
     label the ink again (``segment.segment_ink(marks)``)."""
-    gray = _unbordered(np.asarray(gray, dtype=np.float32))
+    gray = np.asarray(gray, dtype=np.float32)
     flat = _sample(gray.ravel())
     ks = [_rank(q, flat.size) for q in _LEVEL_QUANTILES]
     k_mid = ks[_MEDIAN]
@@ -936,8 +901,6 @@ def _own_boxes(boxes: np.ndarray, first: int, count: int) -> np.ndarray:
 def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInkError]:
     """``ink_marks`` of every image of a stack (N, H, W) float32."""
     n, h, w = gray.shape
-    if min(h, w) >= _LOCAL_BACKGROUND_SIDE:  # a few images only (STACK_PIXELS)
-        gray = np.stack([_unbordered(image) for image in gray])
     sample = _sample(gray.reshape(n, -1))
     size = sample.shape[1]
     ks = [_rank(q, size) for q in _LEVEL_QUANTILES]
