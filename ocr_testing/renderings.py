@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "CAPTURES", "RENDERINGS", "DigitString", "drawn_seven", "grid_paper_photo",
     "inside_and_covering",
-    "render_string", "render_wobbly"]
+    "render_string", "render_wobbly", "table_corner"]
 
 Rendering = Callable[[np.ndarray, np.random.Generator], bytes]
 
@@ -152,6 +152,23 @@ def hand_shadow(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     return _jpeg(page * (0.45 + 0.55 * edge)[..., None])
 
 
+def table_corner(digit: np.ndarray, rng: np.random.Generator) -> bytes:
+    """Dark ink on a white sheet photographed askew, so that the wooden table shows as a
+    triangle in one corner, its legs 15-30 % of the sides; 640x480 RGB JPEG."""
+    page = _lit((235.0, 232.0, 225.0), 480, 640, rng, 5.0)
+    _write(page[120:360, 160:480], digit, rng, (30.0, 30.0, 60.0),
+           int(rng.integers(110, 170)))  # the middle of the sheet, clear of the corners
+    yy, xx = np.mgrid[0:480, 0:640]
+    if rng.random() < 0.5:
+        yy = 479 - yy
+    if rng.random() < 0.5:
+        xx = 639 - xx
+    across, down = rng.uniform(0.15, 0.3, 2)
+    table = xx / (across * 640) + yy / (down * 480) < 1.0
+    page[table] = np.array((70.0, 50.0, 35.0)) + rng.normal(0.0, 5.0, (int(table.sum()), 1))
+    return _jpeg(page)
+
+
 #: Photographed captures harder than RENDERINGS, measured by scripts/eval_renderings.py.
 CAPTURES: dict[str, Rendering] = {
     "grid_paper_photo": grid_paper_photo,
@@ -159,6 +176,7 @@ CAPTURES: dict[str, Rendering] = {
     "sticky_note": sticky_note,
     "beige_ballpoint": beige_ballpoint,
     "hand_shadow": hand_shadow,
+    "table_corner": table_corner,
 }
 
 

@@ -2,10 +2,10 @@
 
 The 1,000 held-out mnist5k test images (stratified split, seed 0) are rendered the ways of
 ``ocr_testing/renderings.py`` (uploads, then harder photographed captures: squared paper, chalk,
-a sticky note, faint ballpoint, a hand's shadow), and sent through ``Predictor.predict_bytes``
-exactly as the API does; then strings of 4-6 held-out digits are read, apart, with a fifth
-of the gaps closed until the digits touch, and in a row whose baseline wobbles. Prints a
-Markdown table.
+a sticky note, faint ballpoint, a hand's shadow, a table in a corner), and sent through
+``Predictor.predict_bytes`` exactly as the API does; then strings of 4-6 held-out digits are
+read, apart, with a fifth of the gaps closed until the digits touch, and in a row whose
+baseline wobbles. Prints a Markdown table.
 
     python scripts/eval_renderings.py [--model models/default] [--strings 300]
 """

@@ -337,6 +337,18 @@ def test_squared_paper_is_erased_and_the_digit_kept(digits, seed):
     assert rows.max() - rows.min() < 180 and cols.max() - cols.min() < 180
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_table_in_a_corner_of_a_photo_is_no_mark(digits, seed):
+    from ocr_service.preprocess import decode_image
+    from ocr_testing.renderings import table_corner
+
+    marks = ink_marks(decode_image(table_corner(digits[seed], np.random.default_rng(seed))))
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    # all that is left is the digit, written in the middle of the sheet
+    assert marks.count == 1 and rows.min() >= 115 and cols.min() >= 155
+    assert rows.max() < 365 and cols.max() < 485
+
+
 @pytest.mark.parametrize("seed", [42, 70, 130, 136, 196])
 def test_blank_squared_paper_printed_faintly_is_blank(seed):
     # Pages whose grid lines have ink along only about half of their length one way or
