@@ -63,6 +63,12 @@ def _mark_floor(pixels: int) -> float:
     return max(_MIN_MARK_AREA, _MIN_MARK_SHARE * pixels)
 
 
+def _min_mark_area(pixels: int, largest: Any) -> Any:
+    """The strong ink a mark needs in a picture of ``pixels`` pixels whose largest mark has
+    ``largest`` (a number, or an array of them, one per picture of a stack)."""
+    return np.maximum(_mark_floor(pixels), _MIN_MARK_OF_LARGEST * largest)
+
+
 def _sample(values: np.ndarray) -> np.ndarray:
     """``values`` (..., S) with rows of over 2 * 65536 values subsampled to ~65k each,
     plenty for quantiles."""
@@ -671,7 +677,7 @@ def _held(marks: InkMarks, strong: np.ndarray) -> InkMarks:
     labels, n, boxes = imageops.label(ink > 0)
     strong_area = np.bincount(labels[part][held], minlength=n + 1)
     strong_area[0] = 0
-    keep = strong_area >= max(_mark_floor(h * w), _MIN_MARK_OF_LARGEST * strong_area.max())
+    keep = strong_area >= _min_mark_area(h * w, strong_area.max())
     if not keep.any():  # writing in specks: left as ink_marks found it
         return marks
     if not keep[1:].all():
@@ -820,8 +826,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
         outline = _outlines(boxes, strong_area, *gray.shape)
         if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
             strong_area[outline] = 0
-    min_area = max(floor, _MIN_MARK_OF_LARGEST * strong_area.max())
-    keep = strong_area >= min_area
+    keep = strong_area >= _min_mark_area(gray.size, strong_area.max())
     if not keep.any():
         raise NoInkError(_ONLY_SPECKS)
     ink = x * np.float32(1.0 / ink_level)
@@ -884,8 +889,7 @@ def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
     strong_area[1:][outline & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
-    min_area = np.maximum(floor, _MIN_MARK_OF_LARGEST * largest)
-    keep = np.concatenate(([False], strong_area[1:] >= min_area[owner]))
+    keep = np.concatenate(([False], strong_area[1:] >= _min_mark_area(h * w, largest)[owner]))
     kept = np.bincount(owner[keep[1:]], minlength=n).tolist()
     return keep, firsts, kept
 
