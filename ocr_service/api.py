@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
+import json
 from collections.abc import Mapping
 from time import perf_counter
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template, request
 from werkzeug.datastructures import MultiDict
 
+from .config import Settings
 from .errors import ApiError, error_body
 from .feedback import FeedbackStore, corrections_for, parse_labels, parse_user
 from .image_errors import ImageError
@@ -305,10 +308,18 @@ def metrics() -> Response:
 
 
 @ops.get("/openapi.json")
-def openapi() -> dict[str, Any]:
+def openapi() -> Response:
     service = _service()
     predictor = service.holder.predictor
-    return build_spec(service.settings, len(predictor.artifact.classes) if predictor else None)
+    n_classes = len(predictor.artifact.classes) if predictor else None
+    return Response(_spec_json(service.settings, n_classes), mimetype="application/json")
+
+
+@functools.lru_cache(maxsize=8)
+def _spec_json(settings: Settings, n_classes: int | None) -> bytes:
+    """The OpenAPI document as JSON, built once per settings and class count: it changes
+    only with them (a swapped model may have other classes), not per request."""
+    return json.dumps(build_spec(settings, n_classes)).encode()
 
 
 #: the page loads only its own script and style; uploads are previewed from blob: URLs

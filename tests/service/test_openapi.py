@@ -8,7 +8,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 from ocr_service.app import create_app
-from ocr_testing.server_utils import digit_png
+from ocr_testing.server_utils import copy_model, digit_png
 
 PNG = digit_png("0")
 TOKEN = "docs-token"
@@ -119,3 +119,19 @@ def test_feedback_responses_match_the_schema(small_model_path, tmp_path, spec):
     _check(spec, full, "/v1/feedback", "post")
     for client in (on, off):
         _check(spec, client.get("/v1/feedback"), "/v1/feedback", "get")
+
+
+def test_the_document_follows_a_model_loaded_after_start(tmp_path, small_model_path):
+    path = tmp_path / "model"
+    client = create_app({"model_path": str(path), "admin_token": TOKEN}).test_client()
+
+    def top_k_schema():
+        parameters = client.get("/openapi.json").get_json()["paths"]["/v1/predict"]["post"][
+            "parameters"]
+        return next(p["schema"] for p in parameters if p["name"] == "top_k")
+
+    assert "maximum" not in top_k_schema()  # no model yet: no class count to cap top_k
+    copy_model(small_model_path, path)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/v1/admin/reload", headers=auth).status_code == 200
+    assert top_k_schema()["maximum"] == 10
