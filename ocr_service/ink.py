@@ -56,6 +56,9 @@ _WEAK_FLOOR = 0.02
 _MIN_MARK_AREA = 3.0
 _MIN_MARK_SHARE = 1e-4
 _MIN_MARK_OF_LARGEST = 0.04
+#: A mark that nowhere gets this dark (of the ink level), beside one that does, is shading
+#: (a shadow's soft edge), not writing.
+_SHADING = 0.7
 
 
 def _mark_floor(pixels: int) -> float:
@@ -537,6 +540,15 @@ def _outlines(boxes: np.ndarray, strong_area: np.ndarray, h: int, w: int) -> np.
             & (strong_area < _OUTLINE_FILL * tall * wide))
 
 
+def _shading(labels: np.ndarray, dark: np.ndarray, count: int) -> np.ndarray:
+    """Marks (bool per label 0..``count`` of ``labels``, any shape) without a pixel of
+    ``dark`` (as dark as ``_SHADING`` of the ink level): a shadow's soft edge reaches some
+    of the writing's contrast, where every stroke reaches all of it somewhere."""
+    shading = np.bincount(labels[dark], minlength=count + 1) == 0
+    shading[0] = False
+    return shading
+
+
 def _drop(ink: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> None:
     """Zero the ink and labels of every pixel whose mark ``keep`` (bool per label; label 0,
     paper, is never kept) drops.
@@ -826,6 +838,9 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
         outline = _outlines(boxes, strong_area, *gray.shape)
         if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
             strong_area[outline] = 0
+        shading = _shading(labels, x >= _SHADING * ink_level, n)
+        if (strong_area[~shading] >= floor).any():  # only beside writing
+            strong_area[shading] = 0
     keep = strong_area >= _min_mark_area(gray.size, strong_area.max())
     if not keep.any():
         raise NoInkError(_ONLY_SPECKS)
@@ -871,10 +886,10 @@ def ink_marks_many(
 
 
 def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
-                strong: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+                strong: np.ndarray, dark: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Which marks of a stack (labels, boxes and counts as ``_label`` gives them; strong
-    ink (N, H, W)) ``ink_marks`` would keep: bool per label 0..L, each image's first label
-    less one (N,), marks kept per image."""
+    and ``_SHADING``-dark ink (N, H, W)) ``ink_marks`` would keep: bool per label 0..L,
+    each image's first label less one (N,), marks kept per image."""
     n, h, w = labels.shape
     # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
     firsts = (np.cumsum(counts) - counts).astype(labels.dtype)
@@ -887,6 +902,9 @@ def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
     outline = _outlines(boxes, strong_area, h, w)[1:]
     beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
     strong_area[1:][outline & beside[owner]] = 0
+    shading = _shading(labels, dark, len(owner))[1:]
+    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~shading], minlength=n) > 0
+    strong_area[1:][shading & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
     keep = np.concatenate(([False], strong_area[1:] >= _min_mark_area(h * w, largest)[owner]))
@@ -943,7 +961,9 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
     labels, boxes, counts = _label(weak.reshape(n, h, w))
-    keep, firsts, kept = _stack_keep(labels, boxes, counts, strong.reshape(n, h, w))
+    dark = flat >= (_SHADING * ink_level).astype(np.float32)[:, None]
+    keep, firsts, kept = _stack_keep(labels, boxes, counts, strong.reshape(n, h, w),
+                                     dark.reshape(n, h, w))
 
     ink = x * (1.0 / np.where(blank, 1.0, ink_level)).astype(np.float32)[:, None, None]
     np.minimum(ink, 1.0, out=ink)

@@ -528,3 +528,38 @@ def test_thin_writing_and_a_thick_blot_are_left_alone():
     ImageDraw.Draw(image).line([(0, 100), (200, 100)], fill=0, width=2)  # ... and a line
     blot = np.asarray(image, np.float32) / 255.0
     assert (ink_marks(blot).ink[100, 60:] > 0.5).all()
+
+
+def _page_with_a_shadow_cap(centre: tuple[int, int], radius: int, pencil: float = 0.0
+                            ) -> np.ndarray:
+    """A 240x320 photo: a 7 in dark ink (and, with ``pencil`` > 0, a 1 that much lighter),
+    and the soft-edged shadow of a hand's fingertip (light halved, a 20-pixel penumbra)
+    reaching in from below, too short along the side to be a frame."""
+    rng = np.random.default_rng(0)
+    gray = np.full((240, 320), 0.9, np.float32) + rng.normal(0, 0.01, (240, 320)).astype(
+        np.float32)
+    gray[60:160, 150:160], gray[60:70, 120:160] = 0.15, 0.15
+    if pencil:
+        gray[60:160, 60:68] = 0.9 - (0.9 - 0.15) * (1.0 - pencil)
+    yy, xx = np.mgrid[0:240, 0:320]
+    penumbra = np.clip(np.hypot(xx - centre[0], yy - centre[1]) - radius, 0, 20) / 20
+    return gray * (0.45 + 0.55 * penumbra).astype(np.float32)
+
+
+@pytest.mark.parametrize(("centre", "radius"), [((200, 260), 40), ((60, 260), 40),
+                                                ((250, 255), 30), ((200, 250), 30)])
+def test_the_soft_edge_of_a_shadow_beside_writing_is_no_mark(centre, radius):
+    # The penumbra stands out of the paper less than any stroke does, however much of the
+    # writing's contrast it reaches; it was read as a character of its own ("7" -> "7\n2").
+    page = _page_with_a_shadow_cap(centre, radius)
+    marks = ink_marks(page)
+    assert marks.count == 1 and marks.boxes[marks.labels[100, 155]].tolist() == [120, 60, 40,
+                                                                                  100]
+    _assert_same_as_alone([page, _page_with_a_shadow_cap((60, 260), 40)])
+
+
+@pytest.mark.parametrize("lighter", [0.2, 0.25])
+def test_a_lighter_stroke_beside_dark_writing_stays(lighter):
+    # a 1 in pencil a fifth or a quarter lighter than the 7 in ink beside it, in the shadow
+    marks = ink_marks(_page_with_a_shadow_cap((200, 260), 40, pencil=lighter))
+    assert marks.count == 2 and marks.labels[100, 64] > 0
