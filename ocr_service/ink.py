@@ -56,8 +56,8 @@ _WEAK_FLOOR = 0.02
 _MIN_MARK_AREA = 3.0
 _MIN_MARK_SHARE = 1e-4
 _MIN_MARK_OF_LARGEST = 0.04
-#: A mark that nowhere gets this dark (of the ink level), beside one that does, is shading
-#: (a shadow's soft edge), not writing.
+#: A mark reaching a side of the picture that nowhere gets this dark (of the ink level),
+#: beside one that does, is shading (a shadow's soft edge), not writing.
 _SHADING = 0.7
 
 
@@ -541,10 +541,16 @@ def _outlines(boxes: np.ndarray, strong_area: np.ndarray, h: int, w: int) -> np.
 
 
 def _shading(labels: np.ndarray, dark: np.ndarray, count: int) -> np.ndarray:
-    """Marks (bool per label 0..``count`` of ``labels``, any shape) without a pixel of
-    ``dark`` (as dark as ``_SHADING`` of the ink level): a shadow's soft edge reaches some
-    of the writing's contrast, where every stroke reaches all of it somewhere."""
+    """Marks (bool per label 0..``count`` of ``labels``, images (..., H, W)) that reach a
+    side of their picture without a pixel of ``dark`` (as dark as ``_SHADING`` of the ink
+    level): the penumbra of a shadow reaching into the picture gets some of the writing's
+    contrast, where every stroke gets all of it somewhere. Writing clear of the sides is
+    never shading, however light: a digit in a paler pen stays."""
     shading = np.bincount(labels[dark], minlength=count + 1) == 0
+    at_side = np.zeros(count + 1, bool)
+    for edge, _ in _sides(labels, labels):
+        at_side[edge] = True
+    shading &= at_side
     shading[0] = False
     return shading
 
