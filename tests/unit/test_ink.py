@@ -293,6 +293,21 @@ def test_writing_on_a_page_more_than_half_in_shadow_is_the_dark_ink(digits):
     _assert_same_as_alone([page, 1.0 - page, page])  # a stack decides as one image does
 
 
+@pytest.mark.parametrize("radius", [220, 240, 260])
+def test_writing_on_a_page_mostly_in_shadow_is_the_dark_ink(digits, radius):
+    # A hand's soft-edged shadow over all but a corner of the page (the lit paper 13-22 %
+    # of it): the lit corner was taken for light ink (and a digit for its paper).
+    page = _page_with(digits[2], (120, 150))
+    yy, xx = np.mgrid[0:360, 0:480]
+    penumbra = np.clip(np.hypot(xx - 170, yy - 180) - radius, 0, 20) / 20
+    page *= (0.45 + 0.55 * penumbra).astype(np.float32)
+    marks = ink_marks(page)
+    rows, cols = np.nonzero(marks.ink > 0.5)
+    assert marks.count == 1 and rows.min() >= 120 and rows.max() < 240
+    assert cols.min() >= 150 and cols.max() < 270
+    _assert_same_as_alone([page, page[::-1].copy()])
+
+
 @pytest.mark.parametrize("dark", [True, False])
 def test_a_tight_crop_of_a_thick_character_keeps_its_polarity(dark):
     # The character covers 36 % of the picture: the extreme far from the paper still is ink.
