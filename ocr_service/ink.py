@@ -34,9 +34,8 @@ _BIN_CENTRES = np.arange(256) + 0.5
 #: Ink must stand out from the paper by this much (of the 0..1 range) at least.
 MIN_CONTRAST = 0.08
 #: Order statistics of the grey levels: the darkest, the paper (median), the lightest, and
-#: between them how far the darkest quarter and the darkest and lightest eighths reach
-#: (``_dark_ink``).
-_LEVEL_QUANTILES = (0.001, 0.125, 0.25, 0.5, 0.875, 0.999)
+#: between them how far the lightest and darkest quarters and eighths reach (``_dark_ink``).
+_LEVEL_QUANTILES = (0.001, 0.125, 0.25, 0.5, 0.75, 0.875, 0.999)
 _MEDIAN = _LEVEL_QUANTILES.index(0.5)
 #: Median absolute deviation -> standard deviation of normal noise.
 _MAD_TO_SIGMA = 1.4826
@@ -747,23 +746,21 @@ def ink_from_gray(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> np
 
 def _dark_ink(levels: Sequence[Any]) -> Any:
     """Whether an image's ink is darker than its paper, from its grey levels at
-    ``_LEVEL_QUANTILES`` (darkest, an eighth, a quarter, median, seven eighths, lightest):
-    each a float (a bool back), or float64 arrays (N,) of a stack (bool (N,) back), with the
-    same result for each image.
+    ``_LEVEL_QUANTILES`` (darkest, an eighth, a quarter, median, three quarters, seven
+    eighths, lightest): each a float (a bool back), or float64 arrays (N,) of a stack (bool
+    (N,) back), with the same result for each image.
 
     The median is paper (ink covers far less than half of a page) and ink is whichever
-    extreme lies farther from it. Not when many pixels lie past half-way to that extreme and
-    under an eighth past half-way to the other, which has half its contrast or more: the
-    lit part of a page beside a hand's shadow is paper, and the writing is the other
-    extreme. For the light extreme, an eighth of the pixels is many: a shadow can cover all
-    but a corner of a page. For the dark one it takes a quarter, as bold dark writing may
-    cover more than an eighth of a picture, and ink is seldom lighter than its paper.
+    extreme lies farther from it. Not when over a quarter of the pixels lie past half-way
+    to that extreme and under an eighth past half-way to the other, which has half its
+    contrast or more: the lit part of a page beside a hand's shadow is paper, and the
+    writing is the other extreme.
     """
-    low, eighth, quarter, paper, seven_eighths, high = levels
+    low, eighth, quarter, paper, three_quarters, seven_eighths, high = levels
     # ``x ^ True`` negates a bool and a bool array alike.
     light = high - paper > paper - low
     light_half, dark_half = (paper + high) / 2, (paper + low) / 2
-    to_dark = light & (seven_eighths > light_half) & (eighth >= dark_half) & (
+    to_dark = light & (three_quarters > light_half) & (eighth >= dark_half) & (
         paper - low >= (high - paper) / 2)
     to_light = (light ^ True) & (quarter < dark_half) & (seven_eighths <= light_half) & (
         high - paper >= (paper - low) / 2)
@@ -775,10 +772,24 @@ def _two_sided(levels: Sequence[Any]) -> Any:
     has half the other's contrast or more (levels as ``_dark_ink`` takes them): paper shaded
     from dark to light across the picture, whose levels cannot tell which extreme is ink.
     A lit page on a dark desk is not: its light side has little contrast to offer."""
-    low, eighth, _, paper, seven_eighths, high = levels
+    low, eighth, _, paper, _, seven_eighths, high = levels
     dark, light = paper - low, high - paper
     return ((eighth < (paper + low) / 2) & (seven_eighths > (paper + high) / 2)
             & (dark >= light / 2) & (light >= dark / 2))
+
+
+def _mostly_shaded(levels: Sequence[Any]) -> bool:
+    """Whether the light extreme lies farther from the paper (the median) than the dark one
+    and an eighth to a quarter of the pixels lie past half-way to it, under an eighth past
+    half-way to the dark one, which has half its contrast or more (levels as ``_dark_ink``
+    takes them): a hand's shadow over all but a corner of a page, the lit corner paper and
+    the writing dark, or a light character filling a grey picture with a little black at a
+    side, the character the ink. The levels cannot tell them apart."""
+    low, eighth, _, paper, three_quarters, seven_eighths, high = levels
+    light_half = (paper + high) / 2
+    return bool((high - paper > paper - low) & (three_quarters <= light_half)
+                & (seven_eighths > light_half) & (eighth >= (paper + low) / 2)
+                & (paper - low >= (high - paper) / 2))
 
 
 #: Share of the pixels at each end of their difference from the neighbourhood's median that
@@ -801,10 +812,11 @@ def _dark_locally(gray: np.ndarray) -> bool:
 
 
 def _dark_ink_of(gray: np.ndarray, levels: Sequence[float]) -> bool:
-    """``_dark_ink`` of one image (H, W) with its ``levels``; when they are two-sided on an
-    image large enough for a local paper level, the neighbourhoods decide
-    (``_dark_locally``)."""
-    if min(gray.shape) >= _LOCAL_BACKGROUND_SIDE and _two_sided(levels):
+    """``_dark_ink`` of one image (H, W) with its ``levels``; when they are two-sided or
+    mostly shaded on an image large enough for a local paper level, the neighbourhoods
+    decide (``_dark_locally``)."""
+    if min(gray.shape) >= _LOCAL_BACKGROUND_SIDE and (
+            _two_sided(levels) or _mostly_shaded(levels)):
         return _dark_locally(gray)
     return bool(_dark_ink(levels))
 

@@ -308,6 +308,22 @@ def test_writing_on_a_page_mostly_in_shadow_is_the_dark_ink(digits, radius):
     _assert_same_as_alone([page, page[::-1].copy()])
 
 
+@pytest.mark.parametrize("label", [3, 8])
+def test_a_light_digit_filling_a_grey_canvas_with_a_black_border_is_the_ink(digits, label):
+    # The same grey levels as a page mostly in shadow (the light side an eighth to a quarter
+    # of the picture, a little black): here the light strokes are the ink (review: read as
+    # dark ink, '3' came back as '0\n0\n0').
+    from PIL import Image
+
+    big = Image.fromarray(digits[label], mode="F").resize((280, 280), Image.Resampling.BICUBIC)
+    canvas = np.full((300, 300), 0.42, np.float32)
+    canvas[10:290, 10:290] += (0.97 - 0.42) * np.clip(np.asarray(big, np.float32), 0, 1)
+    canvas[:3], canvas[-3:], canvas[:, :3], canvas[:, -3:] = 0.03, 0.03, 0.03, 0.03
+    marks = ink_marks(canvas)
+    # the strokes are the ink; neither the black border nor the grey canvas is
+    assert marks.ink[canvas > 0.8].mean() > 0.9 and marks.ink[canvas < 0.43].max() == 0.0
+
+
 @pytest.mark.parametrize("dark", [True, False])
 def test_a_tight_crop_of_a_thick_character_keeps_its_polarity(dark):
     # The character covers 36 % of the picture: the extreme far from the paper still is ink.
