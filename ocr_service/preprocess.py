@@ -194,6 +194,21 @@ _PILLOW_PNG_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp", 
                        b"iCCP")
 
 
+def _chunks_in_bounds(data: bytes) -> bool:
+    """Whether every chunk of PNG ``data`` lies within it, up to an IEND chunk. OpenCV's PNG
+    reader trusts a chunk's declared length: a 69-byte upload declaring a 2 GB chunk made it
+    allocate 2 GB and take seconds (Pillow reads what is there and reports the damage)."""
+    at, size = len(_PNG_SIGNATURE), len(data)
+    while at + 8 <= size:
+        end = at + 12 + int.from_bytes(data[at : at + 4], "big")  # length, type, data, CRC
+        if end > size:
+            return False
+        if data[at + 4 : at + 8] == b"IEND":
+            return True
+        at = end
+    return False
+
+
 def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
     """Grayscale (H, W) float32 of an 8-bit grey, RGB or RGBA PNG without orientation, ICC
     profile or palette transparency (what canvases and most tools write), decoded by OpenCV
@@ -203,7 +218,7 @@ def _plain_png(data: bytes, max_pixels: int) -> np.ndarray | None:
         return None
     width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
     if depth != 8 or colour not in _PLAIN_PNG_CHANNELS or any(
-            marker in data for marker in _PILLOW_PNG_MARKERS):
+            marker in data for marker in _PILLOW_PNG_MARKERS) or not _chunks_in_bounds(data):
         return None
     _check_pixels(width, height, max_pixels)
     pixels = imageops.decode(data)

@@ -116,6 +116,8 @@ def seed_corpus() -> dict[str, bytes]:
         # 1-bit: decoded by Pillow (8-bit grey goes to OpenCV), whose warning range it tests
         "png_bomb_warning_range": _png_header_only(10_000, 10_000, depth=1),
         "png_zero_width": _png_header_only(0, 10),
+        # no image data, then a chunk declaring 2 GB: OpenCV allocated it (found by the fuzzer)
+        "png_chunk_past_the_end": _png_header_only(10, 10)[:33] + b"\x80\0\0\0IEND",
         "jpeg_rgb": jpeg,
         "jpeg_gray": _save(_drawing("L"), "JPEG"),
         "jpeg_cmyk": _save(_drawing("CMYK"), "JPEG"),

@@ -167,6 +167,25 @@ def test_png_decodes_as_pillow_converts_it_to_grey(mode):
     np.testing.assert_allclose(decode_image(_encode(img, "PNG")), reference, atol=1.01 / 255)
 
 
+@pytest.mark.parametrize("declared", [0x8000_0000, 1_000_000])
+def test_a_png_declaring_a_chunk_longer_than_itself_is_left_to_pillow(monkeypatch, declared):
+    # OpenCV's reader trusts declared chunk lengths: 69 fuzzed bytes declaring a 2 GB chunk
+    # made it allocate 2 GB and take seconds. Pillow reads what is there.
+    from ocr_service import imageops
+
+    pixels = np.zeros((10, 12), np.uint8)
+    pixels[2:8, 5:7] = 255
+    valid = _png(pixels)
+    iend = valid.rindex(b"IEND") - 4
+    damaged = valid[:iend] + struct.pack(">I", declared) + b"IEND" + b"\xaeB`\x82"
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(imageops, "decode", lambda data: calls.append(data))
+        np.testing.assert_array_equal(decode_image(damaged), pixels / np.float32(255))
+    assert not calls
+    assert decode_image(valid).shape == (10, 12)
+
+
 def test_exif_orientation_is_applied():
     upright = np.full((60, 40), 255, np.uint8)
     upright[5:20, 5:35] = 0  # a dark bar near the top
