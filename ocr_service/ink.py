@@ -756,15 +756,24 @@ def _dark_ink(levels: Sequence[Any]) -> Any:
     contrast or more: the lit part of a page beside a hand's shadow is paper, and the
     writing is the other extreme.
     """
-    low, eighth, quarter, paper, three_quarters, seven_eighths, high = levels
+    low, _, quarter, paper, three_quarters, seven_eighths, high = levels
     # ``x ^ True`` negates a bool and a bool array alike.
     light = high - paper > paper - low
     light_half, dark_half = (paper + high) / 2, (paper + low) / 2
-    to_dark = light & (three_quarters > light_half) & (eighth >= dark_half) & (
-        paper - low >= (high - paper) / 2)
+    to_dark = _lit_beside_shade(levels, three_quarters)
     to_light = (light ^ True) & (quarter < dark_half) & (seven_eighths <= light_half) & (
         high - paper >= (paper - low) / 2)
     return ((light ^ True) | to_dark) & (to_light ^ True)
+
+
+def _lit_beside_shade(levels: Sequence[Any], lit: Any) -> Any:
+    """Whether the light extreme lies farther from the paper (the median) than the dark one,
+    the level ``lit`` (one of ``levels``, as ``_dark_ink`` takes them) lies past half-way to
+    it, under an eighth of the pixels lies past half-way to the dark one, and the dark one
+    has half the light one's contrast or more: the lit part of a page beside a shadow."""
+    low, eighth, _, paper, _, _, high = levels
+    return (high - paper > paper - low) & (lit > (paper + high) / 2) & (
+        eighth >= (paper + low) / 2) & (paper - low >= (high - paper) / 2)
 
 
 def _two_sided(levels: Sequence[Any]) -> Any:
@@ -785,11 +794,9 @@ def _mostly_shaded(levels: Sequence[Any]) -> bool:
     takes them): a hand's shadow over all but a corner of a page, the lit corner paper and
     the writing dark, or a light character filling a grey picture with a little black at a
     side, the character the ink. The levels cannot tell them apart."""
-    low, eighth, _, paper, three_quarters, seven_eighths, high = levels
-    light_half = (paper + high) / 2
-    return bool((high - paper > paper - low) & (three_quarters <= light_half)
-                & (seven_eighths > light_half) & (eighth >= (paper + low) / 2)
-                & (paper - low >= (high - paper) / 2))
+    three_quarters, seven_eighths = levels[4], levels[5]
+    return bool(_lit_beside_shade(levels, seven_eighths)
+                and not _lit_beside_shade(levels, three_quarters))
 
 
 #: Share of the pixels at each end of their difference from the neighbourhood's median that
@@ -920,12 +927,12 @@ def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
     strong_area[0] = 0
     strong_area[_stack_frames(labels, owner, strong)] = 0
     floor = _mark_floor(h * w)
-    outline = _outlines(boxes, strong_area, h, w)[1:]
-    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~outline], minlength=n) > 0
-    strong_area[1:][outline & beside[owner]] = 0
-    shading = _shading(labels, dark, len(owner))[1:]
-    beside = np.bincount(owner[(strong_area[1:] >= floor) & ~shading], minlength=n) > 0
-    strong_area[1:][shading & beside[owner]] = 0
+    # outlines, then shading, go only beside writing (another mark of their image that has
+    # the floor's strong ink), as in ink_marks
+    for dropped in (_outlines(boxes, strong_area, h, w)[1:],
+                    _shading(labels, dark, len(owner))[1:]):
+        beside = np.bincount(owner[(strong_area[1:] >= floor) & ~dropped], minlength=n) > 0
+        strong_area[1:][dropped & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
     np.maximum.at(largest, owner, strong_area[1:])
     keep = np.concatenate(([False], strong_area[1:] >= _min_mark_area(h * w, largest)[owner]))
