@@ -540,18 +540,19 @@ def _outlines(boxes: np.ndarray, strong_area: np.ndarray, h: int, w: int) -> np.
             & (strong_area < _OUTLINE_FILL * tall * wide))
 
 
-def _shading(labels: np.ndarray, dark: np.ndarray, count: int) -> np.ndarray:
+def _shading(labels: np.ndarray, x: np.ndarray, dark: Any, count: int) -> np.ndarray:
     """Marks (bool per label 0..``count`` of ``labels``, images (..., H, W)) that reach a
-    side of their picture without a pixel of ``dark`` (as dark as ``_SHADING`` of the ink
-    level): the penumbra of a shadow reaching into the picture gets some of the writing's
-    contrast, where every stroke gets all of it somewhere. Writing clear of the sides is
-    never shading, however light: a digit in a paler pen stays."""
-    shading = np.bincount(labels[dark], minlength=count + 1) == 0
-    at_side = np.zeros(count + 1, bool)
+    side of their picture without a pixel of ``x`` at ``dark`` or above (``_SHADING`` of the
+    ink level: a float, or (N, 1, 1) of a stack): the penumbra of a shadow reaching into
+    the picture gets some of the writing's contrast, where every stroke gets all of it
+    somewhere. Writing clear of the sides is never shading, however light: a digit in a
+    paler pen stays, and a picture with no mark at a side needs no pixel compared."""
+    shading = np.zeros(count + 1, bool)
     for edge, _ in _sides(labels, labels):
-        at_side[edge] = True
-    shading &= at_side
+        shading[edge] = True
     shading[0] = False
+    if shading.any():
+        shading &= np.bincount(labels[x >= dark], minlength=count + 1) == 0
     return shading
 
 
@@ -866,7 +867,7 @@ def ink_marks(gray: np.ndarray, *, min_contrast: float = MIN_CONTRAST) -> InkMar
         outline = _outlines(boxes, strong_area, *gray.shape)
         if outline.any() and (strong_area[~outline] >= floor).any():  # only beside writing
             strong_area[outline] = 0
-        shading = _shading(labels, x >= _SHADING * ink_level, n)
+        shading = _shading(labels, x, _SHADING * ink_level, n)
         if (strong_area[~shading] >= floor).any():  # only beside writing
             strong_area[shading] = 0
     keep = strong_area >= _min_mark_area(gray.size, strong_area.max())
@@ -913,11 +914,12 @@ def ink_marks_many(
     return [outcomes[i] for i in range(len(grays))]
 
 
-def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
-                strong: np.ndarray, dark: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray, strong: np.ndarray,
+                x: np.ndarray, dark: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Which marks of a stack (labels, boxes and counts as ``_label`` gives them; strong
-    and ``_SHADING``-dark ink (N, H, W)) ``ink_marks`` would keep: bool per label 0..L,
-    each image's first label less one (N,), marks kept per image."""
+    ink and writing ``x`` (N, H, W); each image's ``_SHADING`` level ``dark`` (N, 1, 1))
+    ``ink_marks`` would keep: bool per label 0..L, each image's first label less one (N,),
+    marks kept per image."""
     n, h, w = labels.shape
     # Labels run in raster order through the stack: image i has firsts[i] + 1 .. ends[i].
     firsts = (np.cumsum(counts) - counts).astype(labels.dtype)
@@ -930,7 +932,7 @@ def _stack_keep(labels: np.ndarray, boxes: np.ndarray, counts: np.ndarray,
     # outlines, then shading, go only beside writing (another mark of their image that has
     # the floor's strong ink), as in ink_marks
     for dropped in (_outlines(boxes, strong_area, h, w)[1:],
-                    _shading(labels, dark, len(owner))[1:]):
+                    _shading(labels, x, dark, len(owner))[1:]):
         beside = np.bincount(owner[(strong_area[1:] >= floor) & ~dropped], minlength=n) > 0
         strong_area[1:][dropped & beside[owner]] = 0
     largest = np.zeros(n, strong_area.dtype)
@@ -989,9 +991,8 @@ def _stack_marks(gray: np.ndarray, min_contrast: float) -> list[InkMarks | NoInk
     weak = flat > np.maximum(_WEAK_SIGMAS * sigma, _WEAK_FLOOR).astype(np.float32)[:, None]
     weak &= ~blank[:, None]
     labels, boxes, counts = _label(weak.reshape(n, h, w))
-    dark = flat >= (_SHADING * ink_level).astype(np.float32)[:, None]
-    keep, firsts, kept = _stack_keep(labels, boxes, counts, strong.reshape(n, h, w),
-                                     dark.reshape(n, h, w))
+    dark = (_SHADING * ink_level).astype(np.float32)[:, None, None]
+    keep, firsts, kept = _stack_keep(labels, boxes, counts, strong.reshape(n, h, w), x, dark)
 
     ink = x * (1.0 / np.where(blank, 1.0, ink_level)).astype(np.float32)[:, None, None]
     np.minimum(ink, 1.0, out=ink)
