@@ -596,3 +596,13 @@ def test_a_lighter_stroke_beside_dark_writing_stays(lighter):
     # paler pen, or written as a pen ran dry, was dropped)
     marks = ink_marks(_page_with_a_shadow_cap((200, 260), 40, pencil=lighter))
     assert marks.count == 2 and marks.labels[100, 64] > 0
+
+
+@pytest.mark.parametrize("lighter", [0.25, 0.6])
+def test_a_lighter_stroke_on_a_page_with_no_mark_at_a_side_stays(lighter):
+    # the fingertip's shadow out of the picture: no mark reaches a side, so none is shading
+    # and the 1 in pencil stays beside the 7 in ink, alone and in a stack
+    page = _page_with_a_shadow_cap((160, 1000), 0, pencil=lighter)
+    marks = ink_marks(page)
+    assert marks.count == 2 and marks.labels[100, 64] > 0 and marks.labels[100, 155] > 0
+    _assert_same_as_alone([page, page.copy()])
