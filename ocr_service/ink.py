@@ -540,7 +540,7 @@ def _outlines(boxes: np.ndarray, strong_area: np.ndarray, h: int, w: int) -> np.
             & (strong_area < _OUTLINE_FILL * tall * wide))
 
 
-def _shading(labels: np.ndarray, x: np.ndarray, dark: Any, count: int) -> np.ndarray:
+def _shading(labels: np.ndarray, x: np.ndarray, dark: float | np.ndarray, count: int) -> np.ndarray:
     """Marks (bool per label 0..``count`` of ``labels``, images (..., H, W)) that reach a
     side of their picture without a pixel of ``x`` at ``dark`` or above (``_SHADING`` of the
     ink level: a float, or (N, 1, 1) of a stack): the penumbra of a shadow reaching into
