@@ -216,8 +216,8 @@ def train_parser() -> argparse.ArgumentParser:
                    help="random affine/elastic/thickness/noise distortions each epoch")
     p.add_argument("--features", choices=FEATURES, default=None,
                    help="what the network reads of each image: gradients (stroke-direction "
-                        "planes, default: fewer errors on handwriting, see docs/training.md) or "
-                        "pixels")
+                        "planes, default: fewer errors on handwriting, see docs/training.md), "
+                        "gradients+concavity (and the paper enclosed by the strokes) or pixels")
     p.add_argument("--negatives", type=_non_negative_int, default=None, metavar="N",
                    help="add N non-character examples (touching pairs, fragments of the "
                         "training images) as an extra output class, so touching characters "

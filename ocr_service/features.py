@@ -1,4 +1,5 @@
-"""What the network reads of a normalised character image: its pixels or its stroke directions.
+"""What the network reads of a normalised character image: its pixels, or its stroke
+directions and the paper they enclose.
 
 ``pixels``: the image itself, flattened. ``gradients``: four planes of stroke-edge
 orientation (0, 45, 90 and 135 degrees; the image gradient's magnitude shared between the
@@ -7,6 +8,11 @@ two nearest orientations), each pooled over 2x2 blocks: for a 28x28 image, 4 x 1
 digit classifiers (Liu et al., 2003): a slightly shifted or thickened stroke moves few of
 their values, where it changes many pixels, and a network reading them makes fewer errors
 (figures: docs/training.md).
+``gradients+concavity``: the same planes plus five concavity planes (Favata and Srikantan,
+1996): for each paper pixel, whether ink lies on all four sides of it (a closed loop, as in
+a 9's head) or on exactly three (a cup open upwards, downwards, to the left or to the right,
+as in a 4's open top), each averaged over 4x4 blocks: 784 + 5 x 7 x 7 = 1,029 inputs for a
+28x28 image. They tell apart shapes whose strokes run alike, by what they enclose.
 
 Training, evaluation and serving all call ``model_inputs``, so a model reads exactly the
 features it was trained on; the artifact records which (``input.features``).
@@ -14,15 +20,21 @@ features it was trained on; the artifact records which (``input.features``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 __all__ = ["FEATURES", "input_size", "model_inputs"]
 
-FEATURES = ("pixels", "gradients")
+FEATURES = ("pixels", "gradients", "gradients+concavity")
 ORIENTATIONS = 4
 POOL = 2  # the 2x2 blocks below are written out for speed
+CONCAVITY_PLANES = 5
+CONCAVITY_POOL = 4
+#: a pixel at least this dark (ink = 1) is ink for the concavity planes: about half of
+#: a normalised stroke's edge pixels
+CONCAVITY_INK = 0.4
 #: images per pass: the temporaries of a chunk stay in cache, which is faster per image than
 #: one pass over a whole training set
 CHUNK = 128
@@ -33,9 +45,14 @@ def input_size(height: int, width: int, features: str) -> int:
     _check(features)
     if features == "pixels":
         return height * width
-    if height % POOL or width % POOL:
-        raise ValueError(f"gradient features need even image sides, got {height}x{width}")
-    return ORIENTATIONS * (height // POOL) * (width // POOL)
+    pool = CONCAVITY_POOL if features == "gradients+concavity" else POOL
+    if height % pool or width % pool:
+        raise ValueError(f"{features} features need image sides divisible by {pool}, "
+                         f"got {height}x{width}")
+    size = ORIENTATIONS * (height // POOL) * (width // POOL)
+    if features == "gradients+concavity":
+        size += CONCAVITY_PLANES * (height // CONCAVITY_POOL) * (width // CONCAVITY_POOL)
+    return size
 
 
 def model_inputs(images: np.ndarray, features: str) -> np.ndarray:
@@ -49,8 +66,12 @@ def model_inputs(images: np.ndarray, features: str) -> np.ndarray:
         return np.ascontiguousarray(images.reshape(n, h * w))
     out = np.empty((n, input_size(h, w, features)), np.float32)
     for start in range(0, n, CHUNK):
-        out[start : start + CHUNK] = _gradient_planes(images[start : start + CHUNK]).reshape(
-            -1, out.shape[1])
+        chunk = images[start : start + CHUNK]
+        rows = out[start : start + CHUNK]
+        gradients = _gradient_planes(chunk).reshape(len(chunk), -1)
+        rows[:, : gradients.shape[1]] = gradients
+        if features == "gradients+concavity":
+            rows[:, gradients.shape[1] :] = _concavity_planes(chunk).reshape(len(chunk), -1)
     return out
 
 
@@ -94,3 +115,33 @@ def _gradient_planes(images: np.ndarray) -> np.ndarray:
     # planes are about as large as its pixels (ink = 1)
     planes *= np.float32(0.25)
     return planes
+
+
+def _concavity_planes(images: np.ndarray) -> np.ndarray:
+    """``(N, CONCAVITY_PLANES, H/CONCAVITY_POOL, W/CONCAVITY_POOL)`` float32 of ``(N, H, W)``.
+
+    The share of each block's pixels that are paper with ink on all four sides, then on
+    exactly three: open upwards, downwards, to the left, to the right. "Ink above" is any ink
+    in the column above, wherever it is: a running maximum down the column.
+    """
+    ink = images > CONCAVITY_INK
+    n, h, w = images.shape
+    sides = np.empty((n, 4, h, w), bool)  # ink above, below, left, right (or here)
+    np.maximum.accumulate(ink, axis=1, out=sides[:, 0])
+    np.maximum.accumulate(ink[:, ::-1], axis=1, out=sides[:, 1, ::-1])
+    np.maximum.accumulate(ink, axis=2, out=sides[:, 2])
+    np.maximum.accumulate(ink[:, :, ::-1], axis=2, out=sides[:, 3, :, ::-1])
+    hits = sides.sum(axis=1, dtype=np.uint8)
+    hits[ink] = 0  # only paper counts
+    planes = np.empty((n, CONCAVITY_PLANES, h, w), np.float32)
+    np.equal(hits, 4, out=planes[:, 0])
+    np.logical_and(~sides, (hits == 3)[:, None], out=planes[:, 1:])  # the one side missing
+    # block means as two small matrix products: faster than a reshaped mean, and exact
+    return np.matmul(np.matmul(_block_mean(h).T, planes), _block_mean(w))
+
+
+@functools.cache
+def _block_mean(size: int) -> np.ndarray:
+    """``(size, size / CONCAVITY_POOL)`` float32: right-multiplied, the mean of each block."""
+    blocks = np.eye(size // CONCAVITY_POOL, dtype=np.float32)
+    return np.kron(blocks, np.full((CONCAVITY_POOL, 1), 1 / CONCAVITY_POOL, np.float32))

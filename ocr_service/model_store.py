@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from .config import ENV_PREFIX
-from .features import input_size
+from .features import FEATURES, input_size
 from .nn import Network, network_from_config
 from .schemes import SCHEMES
 
@@ -296,8 +296,9 @@ def save_model(
     spec = metadata.get("input")
     if not isinstance(spec, dict) or "features" not in spec:
         raise ModelFormatError(
-            "metadata 'input' must say what the network reads: 'features' is 'pixels' or "
-            "'gradients' (a network trained on one reads the other wrongly, with no error)"
+            "metadata 'input' must say what the network reads: 'features' is one of "
+            f"{', '.join(FEATURES)} (a network trained on one reads another wrongly, with no "
+            "error)"
         )
     _validate_input(spec, network.n_inputs)
     buffer = io.BytesIO()

@@ -68,7 +68,7 @@ class TrainConfig:
     clip_norm: float = 5.0
     label_smoothing: float = 0.05
     augment: bool = False
-    #: what the network reads of each image: "pixels" or "gradients" (see features.py)
+    #: what the network reads of each image: one of features.FEATURES
     features: str = "pixels"
     #: synthetic non-character examples (touching pairs, fragments) taught as one extra
     #: output class, so the segmenter can tell wrong cuts from characters (0: none)

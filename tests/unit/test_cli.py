@@ -33,6 +33,21 @@ def test_train_writes_a_loadable_artifact_with_history_and_metrics(trained):
     assert 0 < artifact.reject_threshold < 1
 
 
+def test_a_model_trained_on_concavity_features_reads_them_when_predicting(tmp_path, capsys):
+    out = tmp_path / "concavity"
+    assert train_main(["--dataset", "digits", "--epochs", "15", "--hidden", "64", "--features",
+                       "gradients+concavity", "--quiet", "--out", str(out)]) == 0
+    artifact = load_model(out)
+    assert artifact.features == "gradients+concavity"
+    assert artifact.metadata["metrics"]["test_accuracy"] > 0.9
+    capsys.readouterr()
+    assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.9  # the same inputs as trained
+    image = _digit_png(tmp_path)
+    assert predict_main(["--model", str(out), "--json", str(image)]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == "7"
+
+
 def test_train_prints_per_epoch_progress_and_the_test_accuracy(tmp_path, capsys):
     assert train_main(["--dataset", "digits", "--epochs", "2", "--out",
                        str(tmp_path / "m")]) == 0

@@ -1,4 +1,4 @@
-"""Network inputs: the image's pixels, or its stroke-direction planes."""
+"""Network inputs: the image's pixels, or its stroke-direction planes and concavity planes."""
 
 import numpy as np
 import pytest
@@ -68,14 +68,60 @@ def test_a_blank_image_has_no_gradient_features():
 
 @pytest.mark.parametrize("features", FEATURES)
 def test_no_images_give_no_inputs_and_one_image_must_still_be_a_batch(features):
-    assert model_inputs(np.zeros((0, 28, 28), np.float32), features).shape == (0, 784)
+    empty = model_inputs(np.zeros((0, 28, 28), np.float32), features)
+    assert empty.shape == (0, input_size(28, 28, features))
     with pytest.raises(ValueError, match=r"\(N, H, W\)"):
         model_inputs(np.zeros((28, 28), np.float32), features)
 
 
-def test_odd_sizes_and_unknown_features_are_refused():
-    with pytest.raises(ValueError, match="even"):
+def test_sizes_the_pooling_cannot_divide_and_unknown_features_are_refused():
+    with pytest.raises(ValueError, match="divisible by 2"):
         model_inputs(np.zeros((1, 7, 8), np.float32), "gradients")
+    with pytest.raises(ValueError, match="divisible by 4"):
+        input_size(14, 14, "gradients+concavity")
     with pytest.raises(ValueError, match="unknown input features"):
         model_inputs(np.zeros((1, 8, 8), np.float32), "hog")
-    assert FEATURES == ("pixels", "gradients")
+    assert FEATURES == ("pixels", "gradients", "gradients+concavity")
+
+
+def _concavity(img):
+    inputs = model_inputs(img, "gradients+concavity")
+    assert np.array_equal(inputs[:, :784], model_inputs(img, "gradients"))
+    return inputs[:, 784:].reshape(len(img), 5, 7, 7)
+
+
+def _ring(a, top=True):
+    a[6:22, 6:9] = a[6:22, 19:22] = a[19:22, 6:22] = 1.0  # left, right, bottom
+    if top:
+        a[6:9, 6:22] = 1.0
+
+
+RING = _image(_ring)
+CUP = _image(lambda a: _ring(a, top=False))
+
+
+@pytest.mark.parametrize("shape, size", [((28, 28), 784 + 245), ((8, 8), 64 + 20)])
+def test_concavity_adds_five_planes_pooled_over_4x4_blocks(shape, size):
+    images = np.random.default_rng(0).random((3, *shape)).astype(np.float32)
+    inputs = model_inputs(images, "gradients+concavity")
+    assert inputs.shape == (3, size) == (3, input_size(*shape, "gradients+concavity"))
+    assert inputs.dtype == np.float32 and inputs.flags.c_contiguous
+
+
+def test_a_closed_loop_encloses_paper_and_an_open_cup_opens_upwards():
+    ring, cup = _concavity(np.concatenate([RING, CUP]))
+    inside = 10 * 10  # the paper pixels inside the ring
+    assert ring[0].sum() * 16 == inside and not ring[1:].any()
+    # the cup's inside, up to its rim (above it, no ink lies left or right), opens upwards
+    assert cup[1].sum() * 16 == 13 * 10 and not cup[[0, 2, 3, 4]].any()
+
+
+def test_each_open_side_has_its_own_plane():
+    for turns, plane in [(2, 2), (1, 3), (3, 4)]:  # the cup turned: open down, left, right
+        turned = np.ascontiguousarray(np.rot90(CUP, turns, axes=(1, 2)))
+        planes = _concavity(turned)[0]
+        assert planes[plane].sum() > 0 and not np.delete(planes, plane, axis=0).any()
+
+
+def test_faint_pixels_are_paper_for_the_concavity_planes():
+    assert not _concavity(RING * 0.3).any() and _concavity(RING * 0.5)[0, 0].any()

@@ -253,6 +253,15 @@ def test_input_features_are_recorded_and_old_artifacts_read_pixels(tmp_path, sav
             "height": 28, "width": 28, "scheme": "mnist", "features": "gradients"}})
 
 
+def test_a_concavity_model_records_its_features_and_needs_their_input_count(tmp_path):
+    meta = {**META, "input": {**META["input"], "features": "gradients+concavity"}}
+    save_model(tmp_path / "c", MLP.build(84, 10, hidden=(8,)), meta)  # 8x8: 64 + 5 x 2 x 2
+    artifact = load_model(tmp_path / "c")
+    assert artifact.features == "gradients+concavity" and artifact.metadata["format"] == 2
+    with pytest.raises(ShapeMismatchError, match="concavity"):
+        save_model(tmp_path / "g", MLP.build(64, 10, hidden=(8,)), meta)
+
+
 def test_a_model_that_does_not_read_pixels_is_a_format_older_servers_refuse(tmp_path, saved):
     base, net = saved
     assert json.loads(artifact_paths(base)[1].read_text())["format"] == 1  # pixels: readable
