@@ -184,7 +184,7 @@ def _check_writable(out: Path) -> None:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    from .training import DEFAULT_LR, TrainConfig
+    from .training import DEFAULT_LR, KEEP, TrainConfig
 
     p = _Parser(prog="ocr-train", description="Train a handwriting model and save it.")
     _add_dataset_args(p, required=True, several=True)
@@ -229,6 +229,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=_non_negative_int, default=d.patience,
                    help="early-stopping patience in epochs; 0 runs every epoch and keeps "
                         "the best validation epoch (of the second half, without --init)")
+    p.add_argument("--keep", choices=KEEP, default=d.keep,
+                   help="the weights to save: best (of the best validation epoch, default) or "
+                        "last (of the last epoch: runs the whole schedule, no early stopping)")
     p.add_argument("--seed", type=_non_negative_int, default=None,
                    help=f"of the splits and the training order (default {d.seed}, or the "
                         "--init model's, so that its held-out images stay held out)")
@@ -278,7 +281,7 @@ def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -
         schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
         features=option("features", "gradients"),
         negatives=option("negatives", defaults.negatives), styles=args.styles,
-        patience=args.patience,
+        patience=args.patience, keep=args.keep,
         seed=option("seed", defaults.seed), val_split=args.val_split,
     )
 
@@ -325,7 +328,7 @@ def _run_train(args: argparse.Namespace) -> None:
                               test_size)
     artifact = save_model(out, result.network, metadata)
     print(f"test accuracy {test['accuracy']:.4f} on {test_size} held-out images "
-          f"(best epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
+          f"(kept epoch {result.best_epoch}, {result.seconds:.1f}s); saved {out}.npz and "
           f"{out}.json (version {artifact.version})")
     if len(by_source) > 1:
         for label, m in by_source.items():

@@ -23,6 +23,7 @@ from .nn.optim import clip_grad_norm, make_optimizer, make_schedule
 
 __all__ = [
     "CALIBRATION_RULE",
+    "KEEP",
     "TrainConfig",
     "TrainResult",
     "architecture",
@@ -43,6 +44,9 @@ CALIBRATION_RULE = "validation answers below the threshold were right less than 
 #: multiply-adds of a step's largest matmul below which BLAS runs on one thread: waking
 #: a second thread costs more than it saves on small matrices
 SMALL_MATMUL = 4_000_000
+
+#: which epoch's weights a run ends with (``TrainConfig.keep``)
+KEEP = ("best", "last")
 
 #: peak learning rate by optimizer when none is given
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -77,6 +81,9 @@ class TrainConfig:
     #: font digits) added to the training split (0: none; see styles.py)
     styles: int = 0
     patience: int = 15
+    #: which weights training ends with: "best", those of the best validation epoch (see
+    #: ``train``), or "last", those of the schedule's last epoch (no early stopping)
+    keep: str = "best"
     seed: int = 0
     val_split: float = 0.1
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific (rbp) settings
@@ -289,6 +296,8 @@ def _training_set(
         raise ValueError("the training split is empty")
     if config.epochs <= 0 or config.batch_size <= 0:
         raise ValueError("epochs and batch size must be positive")
+    if config.keep not in KEEP:
+        raise ValueError(f"unknown keep {config.keep!r} (expected one of {KEEP})")
     n_outputs = n_classes
     if config.styles:
         images, labels = _with_styles(images, labels, config, scheme, classes)
@@ -399,7 +408,7 @@ def _epochs(
         history.append(record)
         if log is not None:
             log(_format_record(record))
-        if config.patience and best.stale >= config.patience:
+        if config.patience and config.keep == "best" and best.stale >= config.patience:
             if log is not None:
                 log(f"early stopping: no validation gain for {config.patience} epochs; "
                     f"restoring epoch {best.epoch}")
@@ -427,7 +436,7 @@ def train(
     Validates after every epoch; with ``config.patience > 0`` stops once validation
     accuracy has not improved for that many epochs and restores the best weights; with 0 it
     runs every epoch and restores the best (of the second half, unless it starts from
-    ``init``). With
+    ``init``). With ``config.keep == "last"`` it runs every epoch and keeps the last. With
     ``config.negatives`` the network gets ``n_classes + 1`` outputs, the last one for
     non-character examples made from the training images in input ``scheme``; with
     ``config.styles``, styled digits of the digit ``classes`` (names) join the training set
@@ -448,7 +457,8 @@ def train(
     # Trained from scratch to the end of its schedule, a network is kept from the schedule's
     # second half: an early epoch at a high learning rate can top 500 validation images by
     # luck, undertrained. A fine-tune starts from a trained network: any epoch may be kept.
-    best = _Best(first=1 if config.patience or init is not None else config.epochs // 2 + 1)
+    first = 1 if config.patience or init is not None else config.epochs // 2 + 1
+    best = _Best(first=config.epochs + 1 if config.keep == "last" else first)
     started = time.perf_counter()
     bar = _progress_bar(config.epochs * steps.per_epoch, progress)
     threads = threadpool_limits(_blas_threads(network, config.batch_size), user_api="blas")

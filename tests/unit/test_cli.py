@@ -36,9 +36,11 @@ def test_train_writes_a_loadable_artifact_with_history_and_metrics(trained):
 def test_a_model_trained_on_concavity_features_reads_them_when_predicting(tmp_path, capsys):
     out = tmp_path / "concavity"
     assert train_main(["--dataset", "digits", "--epochs", "15", "--hidden", "64", "--features",
-                       "gradients+concavity", "--quiet", "--out", str(out)]) == 0
+                       "gradients+concavity", "--keep", "last", "--quiet", "--out", str(out)]) == 0
     artifact = load_model(out)
     assert artifact.features == "gradients+concavity"
+    assert artifact.metadata["training"]["best_epoch"] == 15  # --keep last
+    assert artifact.metadata["training"]["config"]["keep"] == "last"
     assert artifact.metadata["metrics"]["test_accuracy"] > 0.9
     capsys.readouterr()
     assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
@@ -65,6 +67,7 @@ def test_train_prints_per_epoch_progress_and_the_test_accuracy(tmp_path, capsys)
     (["--dataset", "folder", "--data-dir", "/nonexistent/x"], "nonexistent"),
     (["--dataset", "digits", "--val-split", "0.7"], "[0.0, 0.5)"),
     (["--dataset", "digits", "--styles", "-5"], ">= 0"),
+    (["--dataset", "digits", "--keep", "first"], "invalid choice"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args,
                                                              message):

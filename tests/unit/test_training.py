@@ -100,6 +100,20 @@ def test_patience_zero_fine_tune_may_keep_its_first_epoch(digits):
     assert best["epoch"] <= 3 and result.best_epoch == best["epoch"]
 
 
+def test_keep_last_ends_with_the_last_epoch_even_when_validation_says_otherwise(digits):
+    _, splits = digits
+    images, labels = splits.train
+    config = TrainConfig(epochs=6, patience=2, lr=2e-4, keep="last")
+    result = train(config, (images, (labels + 1) % 10), splits.val, 10)  # worse every epoch
+    assert len(result.history) == 6 and result.best_epoch == 6  # no early stopping either
+    last = result.history[-1]
+    assert evaluate(result.network, *splits.val, features="pixels")["accuracy"] == pytest.approx(
+        last["val_accuracy"])
+    assert last["val_accuracy"] < max(h["val_accuracy"] for h in result.history)
+    with pytest.raises(ValueError, match="keep"):
+        train(TrainConfig(epochs=1, keep="first"), splits.train, splits.val, 10)
+
+
 def test_training_without_validation_keeps_the_last_weights(digits):
     _, splits = digits
     result = train(TrainConfig(epochs=2, patience=5), splits.train, None, 10)
