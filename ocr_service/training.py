@@ -38,8 +38,13 @@ __all__ = [
 #: data-driven rule often finds nothing to reject; below this no class has a clear lead
 #: and the answer is "?" (on mnist5k's held-out images, answers under 0.4 were right 1 in 3).
 MIN_REJECT_THRESHOLD = 0.4
+#: validation answers under a threshold needed before their accuracy may set it: a well
+#: trained network leaves two or three validation errors, and one of them alone at the bottom
+#: of the confidences would otherwise turn every answer less sure than it into "?"
+MIN_REJECT_EVIDENCE = 5
 #: how ``calibrate_reject_threshold`` chooses, in words (recorded in the artifact)
-CALIBRATION_RULE = "validation answers below the threshold were right less than half the time"
+CALIBRATION_RULE = (f"validation answers below the threshold, at least {MIN_REJECT_EVIDENCE} "
+                    "of them, were right less than half the time")
 
 #: multiply-adds of a step's largest matmul below which BLAS runs on one thread: waking
 #: a second thread costs more than it saves on small matrices
@@ -183,10 +188,10 @@ def calibrate_reject_threshold(
 ) -> float:
     """Max-probability threshold below which answers are replaced by ``?``.
 
-    It is the largest threshold for which the validation answers under it were right less
-    than half the time: rejecting them removes more wrong answers than right ones, so the
-    reject answer helps users instead of hiding correct characters. It is never below
-    ``MIN_REJECT_THRESHOLD``.
+    It is the largest threshold for which the validation answers under it, at least
+    ``MIN_REJECT_EVIDENCE`` of them, were right less than half the time: rejecting them removes
+    more wrong answers than right ones, so the reject answer helps users instead of hiding
+    correct characters. It is never below ``MIN_REJECT_THRESHOLD``.
     """
     probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
     return _reject_threshold(probs, labels)
@@ -198,7 +203,8 @@ def _reject_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
     sorted_conf = confidence[order]
     right = (probs.argmax(axis=1) == labels)[order]
     counts = np.arange(1, len(right) + 1)
-    mostly_wrong = np.flatnonzero(2 * np.cumsum(right) < counts)
+    mostly_wrong = np.flatnonzero((2 * np.cumsum(right) < counts)
+                                  & (counts >= min(MIN_REJECT_EVIDENCE, len(right))))
     if mostly_wrong.size == 0:
         return MIN_REJECT_THRESHOLD
     last = int(mostly_wrong[-1])

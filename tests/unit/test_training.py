@@ -168,23 +168,32 @@ def test_reject_threshold_is_calibrated_on_validation_and_helps(digits):
     assert rejected.any() and right[~rejected].mean() > right.mean()
 
 
+class Scripted:
+    """Predicts class 0 with probability x[0]."""
+
+    n_classes = 2
+
+    def predict_proba(self, x):
+        p = x[:, :1]
+        return np.hstack([p, 1 - p])
+
+
 def test_reject_threshold_has_a_floor_when_low_confidence_answers_are_right():
-    class Scripted:
-        """Predicts class 0 with probability x[0]."""
-
-        n_classes = 2
-
-        def predict_proba(self, x):
-            p = x[:, :1]
-            return np.hstack([p, 1 - p])
-
-    images = np.array([0.9, 0.8, 0.7, 0.6], np.float32).reshape(4, 1, 1)
-    assert calibrate_reject_threshold(Scripted(), images, np.zeros(4, np.int64),
+    images = np.array([0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6], np.float32).reshape(8, 1, 1)
+    assert calibrate_reject_threshold(Scripted(), images, np.zeros(8, np.int64),
                                       features="pixels") == (
         MIN_REJECT_THRESHOLD)
-    labels = np.array([0, 0, 0, 1])  # the least sure answer is wrong
+    labels = np.array([0, 0, 0, 0, 1, 1, 0, 1])  # 3 of the 5 least sure answers are wrong
     threshold = calibrate_reject_threshold(Scripted(), images, labels, features="pixels")
-    assert threshold == pytest.approx(0.65)
+    assert threshold == pytest.approx(0.825)  # between the 5th and 6th least sure
+
+
+def test_one_or_two_wrong_answers_at_the_bottom_are_too_few_to_set_the_threshold():
+    images = np.linspace(0.99, 0.5, 40, dtype=np.float32).reshape(40, 1, 1)
+    labels = np.zeros(40, np.int64)
+    labels[-2:] = 1  # as a well-trained network leaves them: 2 errors, the least sure answers
+    assert calibrate_reject_threshold(Scripted(), images, labels, features="pixels") == (
+        MIN_REJECT_THRESHOLD)
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(model="cnn")])
