@@ -60,8 +60,9 @@ screenshot: $(VENV)/.dev-installed browser-deps
 
 ## Re-train the shipped model models/default on mnist5k (bit-reproducible: one BLAS thread)
 model: $(VENV)/.dev-installed fonts
-	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --features gradients --augment --negatives 1500 \
-	  --styles 1500 --epochs 100 --patience 0 --seed 0 --name mnist5k-mlp --quiet --out models/default
+	OPENBLAS_NUM_THREADS=1 $(BIN)/ocr-train --dataset mnist5k --features gradients+concavity --augment \
+	  --negatives 1500 --styles 1500 --epochs 100 --keep last --seed 0 --name mnist5k-mlp --quiet \
+	  --out models/default
 
 ## Fine-tune the served model on users' corrections; writes it only if mnist5k accuracy holds
 ## (FEEDBACK=folder, default $$OCR_FEEDBACK_DIR; MODEL=served artifact, default models/default)
