@@ -44,7 +44,8 @@ MIN_REJECT_THRESHOLD = 0.4
 MIN_REJECT_EVIDENCE = 5
 #: how ``calibrate_reject_threshold`` chooses, in words (recorded in the artifact)
 CALIBRATION_RULE = (f"validation answers below the threshold, at least {MIN_REJECT_EVIDENCE} "
-                    "of them, were right less than half the time")
+                    "distinct images, were right less than half the time; else "
+                    f"{MIN_REJECT_THRESHOLD}")
 
 #: multiply-adds of a step's largest matmul below which BLAS runs on one thread: waking
 #: a second thread costs more than it saves on small matrices
@@ -191,20 +192,35 @@ def calibrate_reject_threshold(
     It is the largest threshold for which the validation answers under it, at least
     ``MIN_REJECT_EVIDENCE`` of them, were right less than half the time: rejecting them removes
     more wrong answers than right ones, so the reject answer helps users instead of hiding
-    correct characters. It is never below ``MIN_REJECT_THRESHOLD``.
+    correct characters. It is never below ``MIN_REJECT_THRESHOLD``, which it is when no such
+    threshold exists. Repeated images count once.
     """
-    probs = predict_in_batches(network, model_inputs(images, features), n_classes=n_classes)
+    inputs, labels = _distinct(model_inputs(images, features), np.asarray(labels))
+    probs = predict_in_batches(network, inputs, n_classes=n_classes)
     return _reject_threshold(probs, labels)
 
 
+def _distinct(inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(inputs (N, D), labels (N,))`` with repeated pairs kept once, in first-seen order.
+
+    A weighted source's validation images are repeated (``mixing.py``); for the reject
+    threshold a copy is no further evidence.
+    """
+    rows = np.concatenate([inputs, labels.reshape(-1, 1).astype(inputs.dtype)], axis=1)
+    first = np.sort(np.unique(rows, axis=0, return_index=True)[1])
+    return inputs[first], labels[first]
+
+
 def _reject_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
+    if len(labels) < MIN_REJECT_EVIDENCE:
+        return MIN_REJECT_THRESHOLD
     confidence = probs.max(axis=1)
     order = np.argsort(confidence, kind="stable")
     sorted_conf = confidence[order]
     right = (probs.argmax(axis=1) == labels)[order]
     counts = np.arange(1, len(right) + 1)
     mostly_wrong = np.flatnonzero((2 * np.cumsum(right) < counts)
-                                  & (counts >= min(MIN_REJECT_EVIDENCE, len(right))))
+                                  & (counts >= MIN_REJECT_EVIDENCE))
     if mostly_wrong.size == 0:
         return MIN_REJECT_THRESHOLD
     last = int(mostly_wrong[-1])
@@ -478,8 +494,9 @@ def train(
     best_epoch = best.restore(network, len(history))
     threshold = None
     if val is not None:
+        inputs, answers = _distinct(*val)
         threshold = _reject_threshold(
-            predict_in_batches(network, val[0], n_classes=n_classes), val[1])
+            predict_in_batches(network, inputs, n_classes=n_classes), answers)
     return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold,
                        config.features)
 

@@ -3,6 +3,7 @@ import pytest
 
 from ocr_service.datasets import load_dataset, split_dataset
 from ocr_service.training import (
+    MIN_REJECT_EVIDENCE,
     MIN_REJECT_THRESHOLD,
     TrainConfig,
     _Best,
@@ -188,12 +189,37 @@ def test_reject_threshold_has_a_floor_when_low_confidence_answers_are_right():
     assert threshold == pytest.approx(0.825)  # between the 5th and 6th least sure
 
 
-def test_one_or_two_wrong_answers_at_the_bottom_are_too_few_to_set_the_threshold():
-    images = np.linspace(0.99, 0.5, 40, dtype=np.float32).reshape(40, 1, 1)
-    labels = np.zeros(40, np.int64)
-    labels[-2:] = 1  # as a well-trained network leaves them: 2 errors, the least sure answers
-    assert calibrate_reject_threshold(Scripted(), images, labels, features="pixels") == (
-        MIN_REJECT_THRESHOLD)
+def _calibrated(confidences, wrong):
+    """The threshold for answers of these confidences, the given ones wrong."""
+    images = np.asarray(confidences, np.float32).reshape(-1, 1, 1)
+    labels = np.zeros(len(images), np.int64)
+    labels[list(wrong)] = 1
+    return calibrate_reject_threshold(Scripted(), images, labels, features="pixels")
+
+
+@pytest.mark.parametrize("n_wrong", range(1, MIN_REJECT_EVIDENCE + 1))
+def test_the_threshold_needs_the_least_sure_answers_of_enough_images_to_be_mostly_wrong(
+        n_wrong):
+    # a well-trained network leaves a few errors, its least sure answers: one or two of them
+    # are no evidence that the answers around them are wrong
+    confidences = np.linspace(0.99, 0.5, 40)
+    threshold = _calibrated(confidences, range(40 - n_wrong, 40))
+    if 2 * n_wrong > MIN_REJECT_EVIDENCE:  # most of the 5 least sure answers
+        mostly_wrong = 2 * n_wrong - 1  # the most answers of which n_wrong are a majority
+        assert threshold == pytest.approx(
+            (confidences[-mostly_wrong] + confidences[-mostly_wrong - 1]) / 2)
+    else:
+        assert threshold == MIN_REJECT_THRESHOLD
+
+
+def test_copies_of_one_wrong_image_are_one_answer_of_evidence():
+    # a weighted source (ocr-feedback retrain: *16) repeats its validation images
+    confidences = [*np.linspace(1.0, 0.75, 500), *[0.72] * 16]
+    assert _calibrated(confidences, range(500, 516)) == MIN_REJECT_THRESHOLD
+
+
+def test_fewer_validation_images_than_the_evidence_needed_leave_the_floor():
+    assert _calibrated([0.97, 0.95, 0.9], [1, 2]) == MIN_REJECT_THRESHOLD
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(model="cnn")])
