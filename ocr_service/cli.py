@@ -226,9 +226,10 @@ def train_parser() -> argparse.ArgumentParser:
                    help="add N synthetic digits in styles the data may lack (a 1 with a "
                         "flag, a crossed 7, an open 4, font digits) to the training split "
                         "(default 0: none; digit classes only)")
-    p.add_argument("--patience", type=_non_negative_int, default=d.patience,
-                   help="early-stopping patience in epochs; 0 runs every epoch and keeps "
-                        "the best validation epoch (of the second half, without --init)")
+    p.add_argument("--patience", type=_non_negative_int, default=None,
+                   help=f"early-stopping patience in epochs (default {d.patience}); 0 runs "
+                        "every epoch and keeps the best validation epoch (of the second half, "
+                        "without --init)")
     p.add_argument("--keep", choices=KEEP, default=d.keep,
                    help="the weights to save: best (of the best validation epoch, default) or "
                         "last (of the last epoch: runs the whole schedule, no early stopping)")
@@ -260,6 +261,15 @@ def _inherited(init: ModelArtifact | None) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _patience(args: argparse.Namespace, default: int) -> int:
+    """``--patience``, which ``--keep last`` replaces: it runs every epoch."""
+    if args.keep == "last":
+        if args.patience:
+            raise UsageError("--keep last runs every epoch: it takes no --patience")
+        return 0
+    return default if args.patience is None else args.patience
+
+
 def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -> TrainConfig:
     from .training import TrainConfig
 
@@ -281,7 +291,7 @@ def _train_config(args: argparse.Namespace, init: ModelArtifact | None = None) -
         schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
         features=option("features", "gradients"),
         negatives=option("negatives", defaults.negatives), styles=args.styles,
-        patience=args.patience, keep=args.keep,
+        patience=_patience(args, defaults.patience), keep=args.keep,
         seed=option("seed", defaults.seed), val_split=args.val_split,
     )
 

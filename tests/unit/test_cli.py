@@ -40,7 +40,8 @@ def test_a_model_trained_on_concavity_features_reads_them_when_predicting(tmp_pa
     artifact = load_model(out)
     assert artifact.features == "gradients+concavity"
     assert artifact.metadata["training"]["best_epoch"] == 15  # --keep last
-    assert artifact.metadata["training"]["config"]["keep"] == "last"
+    config = artifact.metadata["training"]["config"]
+    assert config["keep"] == "last" and config["patience"] == 0  # what the run did
     assert artifact.metadata["metrics"]["test_accuracy"] > 0.9
     capsys.readouterr()
     assert eval_main(["--model", str(out), "--dataset", "digits", "--json"]) == 0
@@ -68,6 +69,7 @@ def test_train_prints_per_epoch_progress_and_the_test_accuracy(tmp_path, capsys)
     (["--dataset", "digits", "--val-split", "0.7"], "[0.0, 0.5)"),
     (["--dataset", "digits", "--styles", "-5"], ">= 0"),
     (["--dataset", "digits", "--keep", "first"], "invalid choice"),
+    (["--dataset", "digits", "--keep", "last", "--patience", "3"], "no --patience"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, args,
                                                              message):
