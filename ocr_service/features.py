@@ -32,8 +32,8 @@ ORIENTATIONS = 4
 POOL = 2  # the 2x2 blocks below are written out for speed
 CONCAVITY_PLANES = 5
 CONCAVITY_POOL = 4
-#: a pixel at least this dark (ink = 1) is ink for the concavity planes: about half of
-#: a normalised stroke's edge pixels
+#: a pixel darker than this (ink = 1) is ink for the concavity planes: about half of a
+#: normalised stroke's edge pixels
 CONCAVITY_INK = 0.4
 #: images per pass: the temporaries of a chunk stay in cache, which is faster per image than
 #: one pass over a whole training set
@@ -144,4 +144,6 @@ def _concavity_planes(images: np.ndarray) -> np.ndarray:
 def _block_mean(size: int) -> np.ndarray:
     """``(size, size / CONCAVITY_POOL)`` float32: right-multiplied, the mean of each block."""
     blocks = np.eye(size // CONCAVITY_POOL, dtype=np.float32)
-    return np.kron(blocks, np.full((CONCAVITY_POOL, 1), 1 / CONCAVITY_POOL, np.float32))
+    mean = np.kron(blocks, np.full((CONCAVITY_POOL, 1), 1 / CONCAVITY_POOL, np.float32))
+    mean.flags.writeable = False  # cached: shared by every call
+    return mean

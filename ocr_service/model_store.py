@@ -54,8 +54,9 @@ __all__ = [
 
 #: Artifact formats this version reads. 1: the network reads the image's pixels. 2: the
 #: metadata's ``input.features`` says what it reads; a server that predates the field refuses
-#: such a model (an unknown format) instead of feeding it pixels. Pixel models are written as
-#: format 1, so older servers still read them.
+#: such a model (an unknown format) instead of feeding it pixels, and one that predates a
+#: feature kind refuses it by name. Pixel models are written as format 1, so older servers
+#: still read them.
 FORMATS = (1, 2)
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: where a wheel install puts the shipped model (pyproject's data-files)
@@ -487,7 +488,10 @@ def load_model(
             f"{' + non-character' if _extra_outputs(meta) else ''} but the network has "
             f"{network.n_classes} outputs"
         )
-    _validate_input(meta["input"], network.n_inputs)
+    try:
+        _validate_input(meta["input"], network.n_inputs)
+    except (ModelFormatError, ShapeMismatchError) as exc:
+        raise type(exc)(f"{json_path}: {exc}") from None
     try:
         network.load_state_dict(state)
     except ValueError as exc:
