@@ -195,9 +195,8 @@ def calibrate_reject_threshold(
     correct characters. It is never below ``MIN_REJECT_THRESHOLD``, which it is when no such
     threshold exists. Repeated images count once.
     """
-    inputs, labels = _distinct(model_inputs(images, features), np.asarray(labels))
-    probs = predict_in_batches(network, inputs, n_classes=n_classes)
-    return _reject_threshold(probs, labels)
+    return _reject_threshold(network, model_inputs(images, features), np.asarray(labels),
+                             n_classes)
 
 
 def _distinct(inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -211,9 +210,13 @@ def _distinct(inputs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
     return inputs[first], labels[first]
 
 
-def _reject_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
+def _reject_threshold(network: Network, inputs: np.ndarray, labels: np.ndarray,
+                      n_classes: int | None) -> float:
+    """``calibrate_reject_threshold`` on network inputs ``(N, D)``."""
+    inputs, labels = _distinct(inputs, labels)
     if len(labels) < MIN_REJECT_EVIDENCE:
         return MIN_REJECT_THRESHOLD
+    probs = predict_in_batches(network, inputs, n_classes=n_classes)
     confidence = probs.max(axis=1)
     order = np.argsort(confidence, kind="stable")
     sorted_conf = confidence[order]
@@ -494,9 +497,7 @@ def train(
     best_epoch = best.restore(network, len(history))
     threshold = None
     if val is not None:
-        inputs, answers = _distinct(*val)
-        threshold = _reject_threshold(
-            predict_in_batches(network, inputs, n_classes=n_classes), answers)
+        threshold = _reject_threshold(network, *val, n_classes)
     return TrainResult(network, history, best_epoch, time.perf_counter() - started, threshold,
                        config.features)
 
